@@ -1,0 +1,1 @@
+//! The permissioned anchor chain of the member hospitals.

@@ -1,0 +1,1 @@
+//! Anonymized Arrow IPC and Parquet exports with a signed manifest.
