@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "medvault", version, about = "Encrypted, consent-proven medical record vault")]
+#[command(
+    name = "medvault",
+    version,
+    about = "Encrypted, consent-proven medical record vault"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +28,8 @@ enum Command {
     /// Administer hospitals and their users.
     #[command(subcommand)]
     Admin(vault_cmd::AdminCommand),
+    /// Print the GraphQL schema (SDL), as committed in schema.graphql.
+    Schema,
     /// Generate Groth16 keys for the consent circuit.
     #[command(subcommand)]
     Keys(consent_cmd::KeysCommand),
@@ -44,6 +50,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => vault_cmd::demo(args),
         Command::Serve(args) => vault_cmd::serve(args),
         Command::Admin(command) => vault_cmd::admin(command),
+        Command::Schema => vault_cmd::schema(),
         Command::Keys(command) => consent_cmd::keys(command),
         Command::Consent(command) => consent_cmd::consent(command),
         Command::Chain(command) => chain_cmd::chain(command),

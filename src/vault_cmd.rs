@@ -1,24 +1,283 @@
-//! `medvault demo`, `serve` and `admin`: the command-line face of `medvault-server`.
+//! `medvault demo`, `serve`, `admin` and `schema`: the command-line face of `medvault-server`.
 
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use medvault_server::configuration::{MasterKeySource, ServerSettings};
+use medvault_server::demo::{self, DemoSize};
+use medvault_server::graphql::QueryLimits;
+use medvault_server::postgres_cluster::ThrowawayCluster;
+use medvault_server::startup::Application;
+use medvault_server::vault::{NewStaffUser, Vault};
+use medvault_server::{database, domain::Role, telemetry};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
+/// Where the database and the master key come from.
 #[derive(Args)]
-pub struct DemoArgs {}
-
-#[derive(Args)]
-pub struct ServeArgs {}
-
-#[derive(Subcommand)]
-pub enum AdminCommand {}
-
-pub fn demo(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet built")
+pub struct StorageArgs {
+    /// PostgreSQL connection string; when unset, a private throwaway cluster is started from the
+    /// machine's PostgreSQL binaries and deleted on exit.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// The master key file, created with mode 0600 if missing.
+    #[arg(
+        long,
+        env = "MEDVAULT_MASTER_KEY_FILE",
+        default_value = ".medvault/master.key"
+    )]
+    master_key_file: PathBuf,
+    /// The master key as 64 hex digits, instead of a file.
+    #[arg(
+        long,
+        env = "MEDVAULT_MASTER_KEY",
+        hide_env_values = true,
+        conflicts_with = "master_key_file"
+    )]
+    master_key: Option<String>,
 }
 
-pub fn serve(_args: ServeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet built")
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Patients per hospital.
+    #[arg(long, default_value_t = 500)]
+    patients_per_hospital: usize,
+    /// Records per patient.
+    #[arg(long, default_value_t = 20)]
+    records_per_patient: usize,
+    /// Seed, print the logins, and exit instead of serving.
+    #[arg(long)]
+    seed_only: bool,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Address to serve on.
+    #[arg(long, env = "MEDVAULT_BIND", default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Answer introspection queries and serve GraphiQL on GET /graphql.
+    #[arg(long, env = "MEDVAULT_INTROSPECTION")]
+    introspection: bool,
+    /// Most database connections.
+    #[arg(long, env = "MEDVAULT_POOL_SIZE", default_value_t = 32)]
+    pool_size: usize,
+    /// Log JSON lines instead of text.
+    #[arg(long, env = "MEDVAULT_LOG_JSON")]
+    log_json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create the first admin of a hospital (the hospital too, if new). Reads the password from
+    /// MEDVAULT_ADMIN_PASSWORD or, if unset, from the first line of standard input.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Args)]
+pub struct AdminCreateArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// The hospital's name.
+    #[arg(long)]
+    hospital: String,
+    /// The admin's login name.
+    #[arg(long)]
+    username: String,
+    /// The admin's full name.
+    #[arg(long, default_value = "Administrator")]
+    display_name: String,
+}
+
+/// A database to use, and the throwaway cluster behind it if one was started (dropped last, so
+/// the cluster stops after the server).
+struct Database {
+    url: String,
+    _cluster: Option<ThrowawayCluster>,
+}
+
+async fn open_database(database_url: Option<String>) -> anyhow::Result<Database> {
+    if let Some(url) = database_url {
+        return Ok(Database {
+            url,
+            _cluster: None,
+        });
+    }
+    eprintln!("DATABASE_URL is unset: starting a private throwaway PostgreSQL cluster…");
+    let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start).await??;
+    database::create_database(&cluster.connection_string("postgres"), "medvault").await?;
+    Ok(Database {
+        url: cluster.connection_string("medvault"),
+        _cluster: Some(cluster),
+    })
+}
+
+async fn open_vault(
+    storage: &StorageArgs,
+    database: &Database,
+    settings: &ServerSettings,
+) -> anyhow::Result<Vault> {
+    let master_key = match &storage.master_key {
+        Some(hex) => MasterKeySource::Hex(hex.clone()),
+        None => MasterKeySource::File(storage.master_key_file.clone()),
+    };
+    let master = master_key.load().context("loading the master key")?;
+    let pool = database::connect_pool(&database.url, settings.pool_size)?;
+    database::migrate(&pool)
+        .await
+        .context("migrating the database")?;
+    Ok(Vault::new(pool, master, settings.session_ttl))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    telemetry::init(false);
+    runtime()?.block_on(async {
+        let settings = ServerSettings {
+            bind: args.bind,
+            limits: QueryLimits {
+                introspection: true,
+                ..QueryLimits::default()
+            },
+            graphiql: true,
+            ..ServerSettings::default()
+        };
+        let database = open_database(args.storage.database_url.clone()).await?;
+        let vault = open_vault(&args.storage, &database, &settings).await?;
+        let size = DemoSize {
+            patients_per_hospital: args.patients_per_hospital,
+            records_per_patient: args.records_per_patient,
+            ..DemoSize::default()
+        };
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template(
+                "seeding {bar:40} {pos}/{len} steps, {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let logins = demo::seed(&vault, size, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await
+        .map_err(|error| anyhow::anyhow!("seeding failed: {}", error.message()))?;
+        bar.finish();
+        let application = Application::build(&settings, vault)?;
+        let address = format!("http://{}:{}", args.bind.ip(), application.port());
+        println!("{}", demo_banner(&address, &logins));
+        if args.seed_only {
+            return Ok(());
+        }
+        application.run_until_stopped().await?;
+        drop(database);
+        Ok(())
+    })
+}
+
+fn demo_banner(address: &str, logins: &demo::DemoLogins) -> String {
+    let password = demo::DEMO_PASSWORD;
+    format!(
+        "\nmedvault demo: {records} encrypted records are ready.\n\
+         GraphiQL:  {address}/graphql\n\
+         Metrics:   {address}/metrics\n\n\
+         Logins (password {password}):\n  admin    {admin}\n  doctor   {doctor}\n  patient  {patient}\n\n\
+         Paste into GraphiQL:\n\
+         mutation {{ login(username: \"{doctor}\", password: \"{password}\") {{ token }} }}\n\
+         then set the header {{\"Authorization\": \"Bearer <token>\"}} and run:\n\
+         {{ patients(first: 5) {{ edges {{ node {{ id fullName birthYear }} }} }}\n  \
+         patient(id: \"{patient_id}\") {{ personal {{ fullName }} records(first: 5) {{ edges {{ node {{ \
+         version content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n",
+        records = logins.records,
+        admin = logins.admin,
+        doctor = logins.doctor,
+        patient = logins.patient,
+        patient_id = logins.patient_id,
+    )
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_json);
+    runtime()?.block_on(async {
+        let settings = ServerSettings {
+            bind: args.bind,
+            limits: QueryLimits {
+                introspection: args.introspection,
+                ..QueryLimits::default()
+            },
+            graphiql: args.introspection,
+            pool_size: args.pool_size,
+            ..ServerSettings::default()
+        };
+        if args.storage.database_url.is_none() {
+            eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
+        }
+        let database = open_database(args.storage.database_url.clone()).await?;
+        let vault = open_vault(&args.storage, &database, &settings).await?;
+        let application = Application::build(&settings, vault)?;
+        tracing::info!(port = application.port(), "serving GraphQL on /graphql");
+        application.run_until_stopped().await?;
+        drop(database);
+        Ok(())
+    })
 }
 
 pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
-    match command {}
+    let AdminCommand::Create(args) = command;
+    let Some(database_url) = args.storage.database_url.clone() else {
+        bail!("admin create needs DATABASE_URL: a throwaway cluster would vanish with the admin");
+    };
+    let password = match std::env::var("MEDVAULT_ADMIN_PASSWORD") {
+        Ok(password) => password,
+        Err(_) => {
+            eprintln!("password for {}:", args.username);
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    runtime()?.block_on(async {
+        let settings = ServerSettings {
+            pool_size: 2,
+            ..ServerSettings::default()
+        };
+        let database = open_database(Some(database_url)).await?;
+        let vault = open_vault(&args.storage, &database, &settings).await?;
+        let hospital = vault
+            .ensure_organization(&args.hospital)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.message()))?;
+        let user = NewStaffUser {
+            username: args.username,
+            password,
+            role: Role::Admin,
+            display_name: args.display_name,
+            specialty: None,
+        };
+        let admin = vault
+            .create_staff_user(hospital.id, user, None)
+            .await
+            .map_err(|error| anyhow::anyhow!("{}", error.message()))?;
+        println!(
+            "created admin {} ({}) of {}",
+            admin.username, admin.id, hospital.name
+        );
+        Ok(())
+    })
+}
+
+/// Prints the GraphQL schema (SDL), as committed in schema.graphql.
+pub fn schema() -> anyhow::Result<()> {
+    print!("{}", medvault_server::graphql::sdl());
+    Ok(())
 }

@@ -1,0 +1,73 @@
+//! What a server needs to start, gathered by the binary from flags and environment.
+
+use crate::crypto::{KeyFileError, MasterKey};
+use crate::graphql::QueryLimits;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// A key file, created with mode 0600 if missing.
+    File(PathBuf),
+    /// 64 hexadecimal digits given directly (for secret managers that inject environment
+    /// variables). Never printed.
+    Hex(String),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::File(path) => write!(f, "File({})", path.display()),
+            MasterKeySource::Hex(_) => f.write_str("Hex(<redacted>)"),
+        }
+    }
+}
+
+impl MasterKeySource {
+    /// Loads (or for a missing file, creates) the master key.
+    pub fn load(&self) -> Result<MasterKey, KeyFileError> {
+        match self {
+            MasterKeySource::File(path) => MasterKey::load_or_create(path),
+            MasterKeySource::Hex(hex) => MasterKey::from_hex(hex),
+        }
+    }
+}
+
+/// Settings of one server process.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// GraphQL depth, complexity and introspection.
+    pub limits: QueryLimits,
+    /// Whether `GET /graphql` serves GraphiQL.
+    pub graphiql: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most operations accepted in one batched request.
+    pub max_batch_operations: usize,
+    /// How long a login session lasts.
+    pub session_ttl: chrono::Duration,
+    /// Most database connections per server.
+    pub pool_size: usize,
+    /// HTTP worker threads.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            limits: QueryLimits::default(),
+            graphiql: false,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_batch_operations: 10,
+            session_ttl: chrono::Duration::hours(12),
+            pool_size: 32,
+            workers: std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+        }
+    }
+}

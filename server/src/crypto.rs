@@ -1,0 +1,372 @@
+//! Encryption at rest (MISSION.md decisions 1 and 2).
+//!
+//! Three layers of keys, so that erasing is cheap and exact:
+//! - the master key (a 0600 key file) wraps each patient's data key;
+//! - a patient's data key seals their profile versions and wraps one content key per record
+//!   version;
+//! - a content key seals one record version. Deleting it crypto-shreds exactly that version.
+//!
+//! Every ciphertext is XChaCha20-Poly1305 with a random 192-bit nonce, and its associated data is
+//! a [`Binding`]: the ids and version it belongs to. A ciphertext copied to another row fails to
+//! open.
+
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
+use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha3::Sha3_256;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// A sealed value could not be opened: wrong key, wrong binding, or damaged bytes. Deliberately
+/// carries no detail.
+#[derive(Debug, thiserror::Error)]
+#[error("ciphertext failed authentication")]
+pub struct OpenError;
+
+/// The master key file could not be created or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or writing the file failed.
+    #[error("master key file {path}: {source}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The underlying failure.
+        source: std::io::Error,
+    },
+    /// The file's mode lets other users read it.
+    #[error(
+        "master key file {path} is readable by other users (mode {mode:o}); run chmod 600 on it"
+    )]
+    Permissions {
+        /// The key file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The contents are not 64 hexadecimal digits.
+    #[error("master key is not 64 hexadecimal digits")]
+    Malformed,
+}
+
+/// What a ciphertext is bound to through the AEAD's associated data.
+#[derive(Debug, Clone, Copy)]
+pub enum Binding {
+    /// A patient's data key, wrapped by the master key.
+    PatientKey { patient: Uuid },
+    /// One version of a patient's personal and medical details.
+    Profile { patient: Uuid, version: i32 },
+    /// The content of one record version.
+    RecordContent {
+        record: Uuid,
+        version: i32,
+        patient: Uuid,
+    },
+    /// The content key of one record version, wrapped by the patient's data key.
+    RecordKey {
+        record: Uuid,
+        version: i32,
+        patient: Uuid,
+    },
+}
+
+impl Binding {
+    fn associated_data(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        match *self {
+            Binding::PatientKey { patient } => {
+                out.extend_from_slice(b"medvault/patient-key/v1");
+                out.extend_from_slice(patient.as_bytes());
+            }
+            Binding::Profile { patient, version } => {
+                out.extend_from_slice(b"medvault/profile/v1");
+                out.extend_from_slice(patient.as_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
+            }
+            Binding::RecordContent {
+                record,
+                version,
+                patient,
+            } => {
+                out.extend_from_slice(b"medvault/record-content/v1");
+                out.extend_from_slice(record.as_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(patient.as_bytes());
+            }
+            Binding::RecordKey {
+                record,
+                version,
+                patient,
+            } => {
+                out.extend_from_slice(b"medvault/record-key/v1");
+                out.extend_from_slice(record.as_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(patient.as_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// A 256-bit symmetric key: a patient's data key or a record version's content key.
+pub struct SymmetricKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl SymmetricKey {
+    /// A fresh random key from the operating system's generator.
+    pub fn generate() -> Self {
+        let mut key = Zeroizing::new([0u8; KEY_LEN]);
+        OsRng.fill_bytes(key.as_mut());
+        SymmetricKey(key)
+    }
+
+    fn from_slice(bytes: &[u8]) -> Result<Self, OpenError> {
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| OpenError)?;
+        Ok(SymmetricKey(Zeroizing::new(key)))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(self.0.as_ref().into())
+    }
+
+    /// Encrypts `plaintext` bound to `binding`; the output is nonce followed by ciphertext.
+    pub fn seal(&self, binding: Binding, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = binding.associated_data();
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 refuses only inputs of 256 GiB"));
+        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        out
+    }
+
+    /// Opens what [`SymmetricKey::seal`] produced for the same binding.
+    pub fn open(&self, binding: Binding, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        if sealed.len() < NONCE_LEN + TAG_LEN {
+            return Err(OpenError);
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let aad = binding.associated_data();
+        self.cipher()
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| OpenError)
+    }
+
+    /// Seals another key under this one.
+    pub fn wrap(&self, binding: Binding, key: &SymmetricKey) -> Vec<u8> {
+        self.seal(binding, key.0.as_ref())
+    }
+
+    /// Opens a key sealed by [`SymmetricKey::wrap`].
+    pub fn unwrap_key(&self, binding: Binding, wrapped: &[u8]) -> Result<SymmetricKey, OpenError> {
+        SymmetricKey::from_slice(&self.open(binding, wrapped)?)
+    }
+}
+
+/// The root of all keys. Never used directly: it derives a wrapping key for patient data keys
+/// and a pseudonym key for anchors, so a leak of one use reveals nothing of the other.
+pub struct MasterKey {
+    wrapping_key: SymmetricKey,
+    pseudonym_key: Zeroizing<[u8; KEY_LEN]>,
+}
+
+impl MasterKey {
+    fn from_bytes(master: &[u8; KEY_LEN]) -> Self {
+        MasterKey {
+            wrapping_key: SymmetricKey(derive(master, b"medvault/wrapping-key/v1")),
+            pseudonym_key: derive(master, b"medvault/pseudonym-key/v1"),
+        }
+    }
+
+    /// Reads the key file at `path`, creating it with mode 0600 and a fresh random key if it
+    /// does not exist. A key file readable by others is refused.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyFileError> {
+        let io_error = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if !path.exists() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_error)?;
+            }
+            let mut master = Zeroizing::new([0u8; KEY_LEN]);
+            OsRng.fill_bytes(master.as_mut());
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_error)?;
+            let encoded = Zeroizing::new(hex::encode(master.as_ref()));
+            file.write_all(encoded.as_bytes()).map_err(io_error)?;
+            file.sync_all().map_err(io_error)?;
+            return Ok(MasterKey::from_bytes(&master));
+        }
+        let mode = std::fs::metadata(path)
+            .map_err(io_error)?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::Permissions {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+        let contents = Zeroizing::new(std::fs::read_to_string(path).map_err(io_error)?);
+        MasterKey::from_hex(contents.trim())
+    }
+
+    /// Parses a master key given as 64 hexadecimal digits (for `MEDVAULT_MASTER_KEY`).
+    pub fn from_hex(encoded: &str) -> Result<Self, KeyFileError> {
+        let mut master = Zeroizing::new([0u8; KEY_LEN]);
+        hex::decode_to_slice(encoded, master.as_mut()).map_err(|_| KeyFileError::Malformed)?;
+        Ok(MasterKey::from_bytes(&master))
+    }
+
+    /// Wraps a patient's data key for storage.
+    pub fn wrap_patient_key(&self, patient: Uuid, key: &SymmetricKey) -> Vec<u8> {
+        self.wrapping_key.wrap(Binding::PatientKey { patient }, key)
+    }
+
+    /// Unwraps a stored patient data key.
+    pub fn unwrap_patient_key(
+        &self,
+        patient: Uuid,
+        wrapped: &[u8],
+    ) -> Result<SymmetricKey, OpenError> {
+        self.wrapping_key
+            .unwrap_key(Binding::PatientKey { patient }, wrapped)
+    }
+
+    /// The patient's pseudonym on the chain: a keyed hash of their id that only this server can
+    /// link back.
+    pub fn patient_pseudonym(&self, patient: Uuid) -> [u8; 32] {
+        *derive(self.pseudonym_key.as_ref(), patient.as_bytes())
+    }
+}
+
+fn derive(key: &[u8], label: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
+    let mut mac = <Hmac<Sha3_256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(label);
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn master() -> MasterKey {
+        MasterKey::from_bytes(&[7u8; KEY_LEN])
+    }
+
+    #[test]
+    fn a_record_ciphertext_opens_only_under_its_own_binding() {
+        let key = SymmetricKey::generate();
+        let (record, patient) = (Uuid::new_v4(), Uuid::new_v4());
+        let binding = Binding::RecordContent {
+            record,
+            version: 1,
+            patient,
+        };
+        let sealed = key.seal(binding, b"HbA1c 6.1 %");
+        assert_eq!(
+            key.open(binding, &sealed).unwrap().as_slice(),
+            b"HbA1c 6.1 %"
+        );
+        for moved in [
+            Binding::RecordContent {
+                record,
+                version: 2,
+                patient,
+            },
+            Binding::RecordContent {
+                record: Uuid::new_v4(),
+                version: 1,
+                patient,
+            },
+            Binding::RecordContent {
+                record,
+                version: 1,
+                patient: Uuid::new_v4(),
+            },
+            Binding::RecordKey {
+                record,
+                version: 1,
+                patient,
+            },
+        ] {
+            assert!(key.open(moved, &sealed).is_err(), "{moved:?} must not open");
+        }
+    }
+
+    #[test]
+    fn damaged_or_short_ciphertexts_are_refused() {
+        let key = SymmetricKey::generate();
+        let binding = Binding::Profile {
+            patient: Uuid::new_v4(),
+            version: 1,
+        };
+        let mut sealed = key.seal(binding, b"Jane Roe");
+        *sealed.last_mut().unwrap() ^= 1;
+        assert!(key.open(binding, &sealed).is_err());
+        assert!(key.open(binding, &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn patient_keys_round_trip_only_for_their_patient() {
+        let master = master();
+        let (patient, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let data_key = SymmetricKey::generate();
+        let wrapped = master.wrap_patient_key(patient, &data_key);
+        let unwrapped = master.unwrap_patient_key(patient, &wrapped).unwrap();
+        assert_eq!(unwrapped.0.as_ref(), data_key.0.as_ref());
+        assert!(master.unwrap_patient_key(other, &wrapped).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_reloads_the_same_key() {
+        let dir = std::env::temp_dir().join(format!("medvault-key-test-{}", Uuid::new_v4()));
+        let path = dir.join("master.key");
+        let created = MasterKey::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let reloaded = MasterKey::load_or_create(&path).unwrap();
+        let patient = Uuid::new_v4();
+        assert_eq!(
+            created.patient_pseudonym(patient),
+            reloaded.patient_pseudonym(patient)
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyFileError::Permissions { .. })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,147 @@
+//! The GraphQL schema: built by one function, exported as SDL to `schema.graphql`, and mounted by
+//! the HTTP application. Only this module and `startup` know GraphQL exists.
+
+mod loaders;
+mod mutation;
+mod query;
+mod types;
+
+use crate::auth::Actor;
+use crate::error::{ApiError, ApiResult};
+use crate::vault::{Page, PageRequest, Vault};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, OutputType, SDLExportOptions, Schema};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+
+/// The medvault schema type.
+pub type MedvaultSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// The limits that keep one request from exhausting the server (OWASP GraphQL cheat sheet).
+#[derive(Clone, Copy, Debug)]
+pub struct QueryLimits {
+    /// Deepest selection nesting accepted.
+    pub max_depth: usize,
+    /// Highest total complexity accepted; connections count `first` times their children.
+    pub max_complexity: usize,
+    /// Whether introspection queries are answered.
+    pub introspection: bool,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_depth: 12,
+            max_complexity: 5_000,
+            introspection: false,
+        }
+    }
+}
+
+/// Builds the schema over `vault`.
+pub fn build_schema(vault: Vault, limits: QueryLimits) -> MedvaultSchema {
+    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(vault)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_recursive_depth(32)
+        .limit_directives(16);
+    if limits.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
+}
+
+/// The schema's SDL with fields sorted, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
+}
+
+/// What the HTTP layer attaches to each request before executing it.
+pub struct RequestContext {
+    /// The caller, if a live bearer token was sent.
+    pub actor: Option<Actor>,
+    /// The bearer token as sent, for `logout`.
+    pub token: Option<String>,
+}
+
+/// Adds the per-request data (caller, user loader) to a request.
+pub fn attach_request_data(
+    request: async_graphql::Request,
+    vault: &Vault,
+    actor: Option<Actor>,
+    token: Option<String>,
+) -> async_graphql::Request {
+    request
+        .data(RequestContext { actor, token })
+        .data(DataLoader::new(
+            loaders::UserLoader(vault.clone()),
+            tokio::spawn,
+        ))
+}
+
+/// The caller, or UNAUTHENTICATED.
+fn actor(ctx: &Context<'_>) -> ApiResult<Actor> {
+    ctx.data_opt::<RequestContext>()
+        .and_then(|request| request.actor)
+        .ok_or(ApiError::Unauthenticated(
+            "sign in first: send Authorization: Bearer <token>",
+        ))
+}
+
+/// A list position that can travel as an opaque cursor.
+trait Cursor: Sized {
+    fn encode(&self) -> String;
+    fn decode(text: &str) -> Option<Self>;
+}
+
+const DEFAULT_PAGE_SIZE: i32 = 20;
+const MAX_PAGE_SIZE: i32 = 100;
+
+/// Checks Relay pagination arguments and decodes the cursor.
+fn page_request<C: Cursor>(after: Option<String>, first: Option<i32>) -> ApiResult<PageRequest<C>> {
+    let first = first.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(ApiError::BadUserInput(format!(
+            "first must be between 0 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    let after = match after {
+        None => None,
+        Some(cursor) => Some(
+            URL_SAFE_NO_PAD
+                .decode(cursor)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| C::decode(&text))
+                .ok_or_else(|| {
+                    ApiError::BadUserInput("after is not a cursor of this list".into())
+                })?,
+        ),
+    };
+    Ok(PageRequest {
+        after,
+        first: i64::from(first),
+    })
+}
+
+/// Turns a vault page into a Relay connection.
+fn to_connection<T, G: OutputType, C: Cursor>(
+    page: Page<T>,
+    cursor: impl Fn(&T) -> C,
+    wrap: impl Fn(T) -> G,
+) -> Connection<String, G> {
+    let mut connection = Connection::new(false, page.has_next_page);
+    connection.edges.extend(page.items.into_iter().map(|item| {
+        let position = URL_SAFE_NO_PAD.encode(cursor(&item).encode());
+        Edge::new(position, wrap(item))
+    }));
+    connection
+}

@@ -1,0 +1,286 @@
+//! Write operations.
+
+use super::types::{DeletedRecord, Grant, MedicalRecord, Patient, Session, User};
+use super::{actor, RequestContext};
+use crate::domain::{AccessScope, MedicalDetails, PersonalDetails, RecordContent, Role};
+use crate::error::{parse_id, ApiError};
+use crate::vault::{require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH};
+use async_graphql::{Context, InputObject, Object, Result, ID};
+use chrono::{DateTime, Utc};
+
+/// The root of every write.
+pub struct MutationRoot;
+
+/// A new patient: their login and their details.
+#[derive(InputObject)]
+pub struct CreatePatientInput {
+    #[graphql(validator(min_length = 3, max_length = 64))]
+    username: String,
+    #[graphql(validator(min_length = 12, max_length = 1024))]
+    password: String,
+    personal: PersonalDetails,
+    medical: MedicalDetails,
+}
+
+/// A new doctor of the admin's hospital.
+#[derive(InputObject)]
+pub struct CreateDoctorInput {
+    #[graphql(validator(min_length = 3, max_length = 64))]
+    username: String,
+    #[graphql(validator(min_length = 12, max_length = 1024))]
+    password: String,
+    #[graphql(validator(min_length = 1, max_length = 200))]
+    full_name: String,
+    #[graphql(validator(min_length = 1, max_length = 200))]
+    specialty: String,
+}
+
+/// A new staff account of another role (admin, insurer, researcher, government, auditor).
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    #[graphql(validator(min_length = 3, max_length = 64))]
+    username: String,
+    #[graphql(validator(min_length = 12, max_length = 1024))]
+    password: String,
+    role: Role,
+    #[graphql(validator(min_length = 1, max_length = 200))]
+    display_name: String,
+}
+
+#[Object]
+impl MutationRoot {
+    /// Opens a session; the token goes in `Authorization: Bearer <token>`.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(max_length = 64))] username: String,
+        #[graphql(validator(max_length = 1024))] password: String,
+    ) -> Result<Session> {
+        Ok(Session(
+            ctx.data::<Vault>()?.login(&username, &password).await?,
+        ))
+    }
+
+    /// Revokes the session whose token this request carries.
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool> {
+        let token = ctx
+            .data_opt::<RequestContext>()
+            .and_then(|request| request.token.clone())
+            .ok_or(ApiError::Unauthenticated("no bearer token sent"))?;
+        Ok(ctx.data::<Vault>()?.logout(&token).await?)
+    }
+
+    /// An admin registers a patient of their hospital with personal and medical details.
+    async fn create_patient(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePatientInput,
+    ) -> Result<Patient> {
+        let vault = ctx.data::<Vault>()?;
+        let profile = vault
+            .create_patient(
+                &actor(ctx)?,
+                &input.username,
+                &input.password,
+                input.personal,
+                input.medical,
+            )
+            .await?;
+        Ok(Patient(profile))
+    }
+
+    /// An admin registers a doctor of their hospital.
+    async fn create_doctor(&self, ctx: &Context<'_>, input: CreateDoctorInput) -> Result<User> {
+        let user = NewStaffUser {
+            username: input.username,
+            password: input.password,
+            role: Role::Doctor,
+            display_name: input.full_name,
+            specialty: Some(input.specialty),
+        };
+        create_staff(ctx, user).await
+    }
+
+    /// An admin creates another staff account of their hospital.
+    async fn create_user(&self, ctx: &Context<'_>, input: CreateUserInput) -> Result<User> {
+        if matches!(input.role, Role::Patient | Role::Doctor) {
+            return Err(ApiError::BadUserInput(
+                "use createPatient or createDoctor for this role".into(),
+            )
+            .into());
+        }
+        let user = NewStaffUser {
+            username: input.username,
+            password: input.password,
+            role: input.role,
+            display_name: input.display_name,
+            specialty: None,
+        };
+        create_staff(ctx, user).await
+    }
+
+    /// The patient edits their personal details; `expectedVersion` is the profile version they
+    /// last read.
+    async fn update_personal_details(
+        &self,
+        ctx: &Context<'_>,
+        expected_version: i32,
+        personal: PersonalDetails,
+    ) -> Result<Patient> {
+        let vault = ctx.data::<Vault>()?;
+        let caller = actor(ctx)?;
+        let permit = vault
+            .authorize(
+                &caller,
+                caller.user_id,
+                AuditedAction::EditPersonalDetails,
+                None,
+            )
+            .await?;
+        Ok(Patient(
+            vault
+                .update_personal_details(&permit, expected_version, personal)
+                .await?,
+        ))
+    }
+
+    /// The patient grants a doctor access until `expiresAt`, replacing any earlier grant to them.
+    async fn grant_access(
+        &self,
+        ctx: &Context<'_>,
+        doctor_id: ID,
+        scopes: Vec<AccessScope>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Grant> {
+        let vault = ctx.data::<Vault>()?;
+        let doctor = parse_id(&doctor_id, "doctorId")?;
+        Ok(Grant(
+            vault
+                .grant_access(&actor(ctx)?, doctor, &scopes, expires_at)
+                .await?,
+        ))
+    }
+
+    /// The patient revokes a grant; it stops working at once.
+    async fn revoke_access(&self, ctx: &Context<'_>, grant_id: ID) -> Result<Grant> {
+        let vault = ctx.data::<Vault>()?;
+        Ok(Grant(
+            vault
+                .revoke_access(&actor(ctx)?, parse_id(&grant_id, "grantId")?)
+                .await?,
+        ))
+    }
+
+    /// A doctor with a live write grant adds a record for the patient.
+    async fn add_medical_record(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        record: RecordContent,
+    ) -> Result<MedicalRecord> {
+        let mut added = add_records(ctx, patient_id, vec![record]).await?;
+        Ok(added.remove(0))
+    }
+
+    /// A doctor with a live write grant adds up to 1,000 records for the patient at once.
+    async fn add_medical_records(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        #[graphql(validator(min_items = 1, max_items = 1000))] records: Vec<RecordContent>,
+    ) -> Result<Vec<MedicalRecord>> {
+        add_records(ctx, patient_id, records).await
+    }
+
+    /// A doctor with a live write grant writes a new version of a record of the named patient,
+    /// if `expectedVersion` is still current (else CONFLICT, and nothing changes).
+    async fn update_medical_record(
+        &self,
+        ctx: &Context<'_>,
+        record_id: ID,
+        patient_id: ID,
+        expected_version: i32,
+        record: RecordContent,
+    ) -> Result<MedicalRecord> {
+        let vault = ctx.data::<Vault>()?;
+        let (record_id, patient) = (
+            parse_id(&record_id, "recordId")?,
+            parse_id(&patient_id, "patientId")?,
+        );
+        let permit = vault
+            .authorize(
+                &actor(ctx)?,
+                patient,
+                AuditedAction::UpdateRecord,
+                Some(record_id),
+            )
+            .await?;
+        Ok(MedicalRecord(
+            vault
+                .update_record(&permit, record_id, expected_version, record)
+                .await?,
+        ))
+    }
+
+    /// A doctor with a live write grant deletes a record of the named patient: a tombstone
+    /// version, and the content of every version crypto-shredded.
+    async fn delete_medical_record(
+        &self,
+        ctx: &Context<'_>,
+        record_id: ID,
+        patient_id: ID,
+        expected_version: i32,
+    ) -> Result<DeletedRecord> {
+        let vault = ctx.data::<Vault>()?;
+        let (record, patient) = (
+            parse_id(&record_id, "recordId")?,
+            parse_id(&patient_id, "patientId")?,
+        );
+        let permit = vault
+            .authorize(
+                &actor(ctx)?,
+                patient,
+                AuditedAction::DeleteRecord,
+                Some(record),
+            )
+            .await?;
+        let version = vault
+            .delete_record(&permit, record, expected_version)
+            .await?;
+        Ok(DeletedRecord {
+            id: record_id,
+            version,
+        })
+    }
+}
+
+async fn create_staff(ctx: &Context<'_>, user: NewStaffUser) -> Result<User> {
+    let admin = actor(ctx)?;
+    require_role(&admin, Role::Admin)?;
+    let vault = ctx.data::<Vault>()?;
+    Ok(User(
+        vault
+            .create_staff_user(admin.organization_id, user, Some(admin.user_id))
+            .await?,
+    ))
+}
+
+async fn add_records(
+    ctx: &Context<'_>,
+    patient_id: ID,
+    records: Vec<RecordContent>,
+) -> Result<Vec<MedicalRecord>> {
+    if records.len() > MAX_RECORDS_PER_BATCH {
+        return Err(ApiError::BadUserInput(format!(
+            "at most {MAX_RECORDS_PER_BATCH} records per request"
+        ))
+        .into());
+    }
+    let vault = ctx.data::<Vault>()?;
+    let patient = parse_id(&patient_id, "patientId")?;
+    let permit = vault
+        .authorize(&actor(ctx)?, patient, AuditedAction::AddRecord, None)
+        .await?;
+    let added = vault.add_records(&permit, records).await?;
+    Ok(added.into_iter().map(MedicalRecord).collect())
+}

@@ -1,0 +1,120 @@
+//! Read operations.
+
+use super::types::{
+    Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
+};
+use super::{actor, page_request, to_connection};
+use crate::error::parse_id;
+use crate::vault::{AuditedAction, Vault};
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Object, Result, ID};
+use uuid::Uuid;
+
+/// The root of every read.
+pub struct QueryRoot;
+
+#[Object]
+impl QueryRoot {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<User> {
+        Ok(User(ctx.data::<Vault>()?.user(actor(ctx)?.user_id).await?))
+    }
+
+    /// The member hospitals.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn organizations(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Organization>> {
+        actor(ctx)?;
+        let page = ctx
+            .data::<Vault>()?
+            .organizations(page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(
+            page,
+            |organization| organization.id,
+            Organization,
+        ))
+    }
+
+    /// The doctors of all hospitals (patients, doctors and admins).
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn doctors(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, User>> {
+        let page = ctx
+            .data::<Vault>()?
+            .doctors(&actor(ctx)?, page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(page, |user| user.id, User))
+    }
+
+    /// Patients with limited information: an admin's hospital's patients, or the patients who
+    /// granted the signed-in doctor access.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn patients(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, PatientSummary>> {
+        let vault = ctx.data::<Vault>()?;
+        let listing = vault.patient_listing(&actor(ctx)?)?;
+        let page = vault
+            .patient_summaries(listing, page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(
+            page,
+            |summary| summary.patient_id,
+            PatientSummary::from,
+        ))
+    }
+
+    /// One patient's details: the patient themself, or a doctor with a live read grant.
+    async fn patient(&self, ctx: &Context<'_>, id: ID) -> Result<Patient> {
+        let vault = ctx.data::<Vault>()?;
+        let patient = parse_id(&id, "id")?;
+        let permit = vault
+            .authorize(&actor(ctx)?, patient, AuditedAction::ReadProfile, None)
+            .await?;
+        Ok(Patient(vault.current_profile(&permit).await?))
+    }
+
+    /// One medical record at its current version.
+    async fn record(&self, ctx: &Context<'_>, id: ID) -> Result<MedicalRecord> {
+        let vault = ctx.data::<Vault>()?;
+        Ok(MedicalRecord(
+            vault.record(&actor(ctx)?, parse_id(&id, "id")?).await?,
+        ))
+    }
+
+    /// Every version of one record, oldest first.
+    async fn record_history(&self, ctx: &Context<'_>, record_id: ID) -> Result<Vec<RecordVersion>> {
+        let vault = ctx.data::<Vault>()?;
+        let versions = vault
+            .record_history(&actor(ctx)?, parse_id(&record_id, "recordId")?)
+            .await?;
+        Ok(versions.into_iter().map(RecordVersion).collect())
+    }
+
+    /// The signed-in patient's grants, revoked and expired ones included.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn my_grants(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Grant>> {
+        let vault = ctx.data::<Vault>()?;
+        let page = vault
+            .grants_of_patient(&actor(ctx)?, page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(page, |grant| grant.id, Grant))
+    }
+}

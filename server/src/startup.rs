@@ -1,0 +1,267 @@
+//! Building and running the HTTP application: the one route table.
+
+use crate::configuration::ServerSettings;
+use crate::error::ApiError;
+use crate::graphql::{self, MedvaultSchema};
+use crate::metrics::Metrics;
+use crate::vault::Vault;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use async_graphql::http::GraphiQLSource;
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Response};
+use std::net::TcpListener;
+use std::time::Instant;
+use tracing::Instrument;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address asked for.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics registry refused a metric.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A built, bound application, ready to run.
+pub struct Application {
+    server: Server,
+    port: u16,
+}
+
+struct AppState {
+    schema: MedvaultSchema,
+    vault: Vault,
+    metrics: Metrics,
+    graphiql: bool,
+    max_batch_operations: usize,
+}
+
+impl Application {
+    /// Binds the listener and builds the route table over `vault`.
+    pub fn build(settings: &ServerSettings, vault: Vault) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
+            address: settings.bind.to_string(),
+            source,
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                address: settings.bind.to_string(),
+                source,
+            })?
+            .port();
+        let state = web::Data::new(AppState {
+            schema: graphql::build_schema(vault.clone(), settings.limits),
+            vault,
+            metrics: Metrics::new()?,
+            graphiql: settings.graphiql,
+            max_batch_operations: settings.max_batch_operations,
+        });
+        let max_body_bytes = settings.max_body_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body_bytes))
+                .wrap(actix_web::middleware::from_fn(observe))
+                .route("/graphql", web::post().to(graphql_endpoint))
+                .route("/graphql", web::get().to(graphiql))
+                .route("/health", web::get().to(health))
+                .route("/ready", web::get().to(ready))
+                .route("/metrics", web::get().to(metrics))
+        })
+        .workers(settings.workers)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            address: settings.bind.to_string(),
+            source,
+        })?
+        .run();
+        Ok(Application { server, port })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the process is told to stop (SIGINT/SIGTERM).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// Gives each request an id, logs it without its body or query string, and records metrics.
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4();
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let span = tracing::info_span!("request", %request_id, %method, %route);
+    let mut response = next.call(request).instrument(span.clone()).await?;
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(state) = state {
+        state.metrics.observe_request(&route, status, seconds);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "request finished"));
+    Ok(response)
+}
+
+fn bearer_token(request: &HttpRequest) -> Option<String> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+fn error_response(code: &'static str, message: String) -> Response {
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code);
+    let mut error = async_graphql::ServerError::new(message, None);
+    error.extensions = Some(extensions);
+    Response::from_errors(vec![error])
+}
+
+async fn graphql_endpoint(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    let batch: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(_) => {
+            state.metrics.observe_graphql_error("BAD_REQUEST");
+            let response = error_response(
+                "BAD_REQUEST",
+                "body is not a GraphQL request in JSON".into(),
+            );
+            return HttpResponse::BadRequest().json(response);
+        }
+    };
+    let operations = match &batch {
+        BatchRequest::Single(_) => 1,
+        BatchRequest::Batch(requests) => requests.len(),
+    };
+    if operations == 0 || operations > state.max_batch_operations {
+        state.metrics.observe_graphql_error("BAD_REQUEST");
+        let message = format!(
+            "a batch carries 1 to {} operations",
+            state.max_batch_operations
+        );
+        return HttpResponse::BadRequest().json(error_response("BAD_REQUEST", message));
+    }
+    let token = bearer_token(&request);
+    let actor = match &token {
+        Some(token) => match state.vault.authenticate(token).await {
+            Ok(actor) => actor,
+            Err(error) => {
+                let response = error_response(error.code(), error.message());
+                if let ApiError::Internal(cause) = &error {
+                    tracing::error!(error = %cause, "authentication failed");
+                }
+                return HttpResponse::ServiceUnavailable().json(response);
+            }
+        },
+        None => None,
+    };
+    let batch = match batch {
+        BatchRequest::Single(single) => BatchRequest::Single(graphql::attach_request_data(
+            single,
+            &state.vault,
+            actor,
+            token,
+        )),
+        BatchRequest::Batch(requests) => BatchRequest::Batch(
+            requests
+                .into_iter()
+                .map(|single| {
+                    graphql::attach_request_data(single, &state.vault, actor, token.clone())
+                })
+                .collect(),
+        ),
+    };
+    let mut response = state.schema.execute_batch(batch).await;
+    match &mut response {
+        BatchResponse::Single(single) => label_errors(&state.metrics, single),
+        BatchResponse::Batch(responses) => responses
+            .iter_mut()
+            .for_each(|single| label_errors(&state.metrics, single)),
+    }
+    HttpResponse::Ok().json(response)
+}
+
+/// Gives every error an `extensions.code`: ours carry one already; what async-graphql itself
+/// rejects (syntax, unknown fields, wrong argument types, depth and complexity limits) is the
+/// caller's input.
+fn label_errors(metrics: &Metrics, response: &mut Response) {
+    for error in &mut response.errors {
+        let extensions = error
+            .extensions
+            .get_or_insert_with(ErrorExtensionValues::default);
+        let code = match extensions.get("code") {
+            Some(async_graphql::Value::String(code)) => code.clone(),
+            _ => {
+                extensions.set("code", "BAD_USER_INPUT");
+                "BAD_USER_INPUT".to_owned()
+            }
+        };
+        metrics.observe_graphql_error(&code);
+    }
+}
+
+async fn graphiql(state: web::Data<AppState>) -> HttpResponse {
+    if !state.graphiql {
+        return HttpResponse::NotFound().body("GraphiQL is off; POST GraphQL requests to /graphql");
+    }
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn health() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let reachable = match state.vault.pool().get().await {
+        Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+        Err(_) => false,
+    };
+    if reachable {
+        HttpResponse::Ok().body("ready")
+    } else {
+        HttpResponse::ServiceUnavailable().body("database unreachable")
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(state.vault.pool()))
+}

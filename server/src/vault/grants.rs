@@ -1,0 +1,154 @@
+//! A patient's grants of access to doctors (the consent registry, checked by the policy). A new
+//! grant to a doctor replaces the previous one, so each doctor has at most one live grant per
+//! patient.
+
+use super::policy::require_role;
+use super::{Page, PageRequest, Vault};
+use crate::auth::Actor;
+use crate::domain::{AccessScope, Role};
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// The longest a grant may run.
+const MAX_GRANT_DAYS: i64 = 5 * 366;
+
+/// One grant, live or not.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// Its id.
+    pub id: Uuid,
+    /// The granting patient.
+    pub patient_id: Uuid,
+    /// The doctor granted.
+    pub grantee_id: Uuid,
+    /// What it allows.
+    pub scopes: Vec<AccessScope>,
+    /// When it lapses.
+    pub expires_at: DateTime<Utc>,
+    /// When it was given.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Grant {
+    /// Whether it still allows access now.
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+const GRANT_COLUMNS: &str = "id, patient_id, grantee_id, scope, expires_at, created_at, revoked_at";
+
+fn grant_from_row(row: &Row) -> Grant {
+    Grant {
+        id: row.get(0),
+        patient_id: row.get(1),
+        grantee_id: row.get(2),
+        scopes: AccessScope::from_mask(row.get(3)),
+        expires_at: row.get(4),
+        created_at: row.get(5),
+        revoked_at: row.get(6),
+    }
+}
+
+impl Vault {
+    /// The patient grants a doctor `scopes` until `expires_at`, replacing any live grant to that
+    /// doctor.
+    pub async fn grant_access(
+        &self,
+        patient: &Actor,
+        doctor: Uuid,
+        scopes: &[AccessScope],
+        expires_at: DateTime<Utc>,
+    ) -> ApiResult<Grant> {
+        require_role(patient, Role::Patient)?;
+        if scopes.is_empty() {
+            return Err(ApiError::BadUserInput("give at least one scope".into()));
+        }
+        let now = Utc::now();
+        if expires_at <= now || expires_at > now + chrono::Duration::days(MAX_GRANT_DAYS) {
+            return Err(ApiError::BadUserInput(
+                "expiresAt must be in the future and within 5 years".into(),
+            ));
+        }
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let is_doctor = transaction
+            .query_opt(
+                "SELECT 1 FROM users WHERE id = $1 AND role = 'doctor'",
+                &[&doctor],
+            )
+            .await?
+            .is_some();
+        if !is_doctor {
+            return Err(ApiError::NotFound("doctor"));
+        }
+        transaction
+            .execute(
+                "UPDATE grants SET revoked_at = now()
+                 WHERE patient_id = $1 AND grantee_id = $2 AND revoked_at IS NULL",
+                &[&patient.user_id, &doctor],
+            )
+            .await?;
+        let row = transaction
+            .query_one(
+                &format!(
+                    "INSERT INTO grants (id, patient_id, grantee_id, scope, expires_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING {GRANT_COLUMNS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &patient.user_id,
+                    &doctor,
+                    &AccessScope::mask(scopes),
+                    &expires_at,
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(grant_from_row(&row))
+    }
+
+    /// The patient revokes one of their own grants; it stops working at once.
+    pub async fn revoke_access(&self, patient: &Actor, grant: Uuid) -> ApiResult<Grant> {
+        require_role(patient, Role::Patient)?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE grants SET revoked_at = COALESCE(revoked_at, now())
+                     WHERE id = $1 AND patient_id = $2 RETURNING {GRANT_COLUMNS}"
+                ),
+                &[&grant, &patient.user_id],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("grant"))?;
+        Ok(grant_from_row(&row))
+    }
+
+    /// The patient's grants, revoked and expired ones included, by id.
+    pub async fn grants_of_patient(
+        &self,
+        patient: &Actor,
+        page: PageRequest<Uuid>,
+    ) -> ApiResult<Page<Grant>> {
+        require_role(patient, Role::Patient)?;
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {GRANT_COLUMNS} FROM grants WHERE patient_id = $1
+                     AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
+                ),
+                &[&patient.user_id, &page.after, &(page.first + 1)],
+            )
+            .await?;
+        Ok(Page::from_overfetched(
+            rows.iter().map(grant_from_row).collect(),
+            page.first,
+        ))
+    }
+}

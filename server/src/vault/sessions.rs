@@ -1,0 +1,91 @@
+//! Login, logout and turning a bearer token back into an [`Actor`].
+
+use super::Vault;
+use crate::auth::{self, Actor};
+use crate::domain::Role;
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// A new session: the bearer token is shown once and stored only as a digest.
+pub struct Session {
+    /// The bearer token for the `Authorization` header.
+    pub token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Who logged in.
+    pub user_id: Uuid,
+}
+
+impl Vault {
+    /// Checks a username and password and opens a session. Unknown users and wrong passwords
+    /// get the same answer after the same work.
+    pub async fn login(&self, username: &str, password: &str) -> ApiResult<Session> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, password_hash FROM users WHERE username = $1",
+                &[&username],
+            )
+            .await?;
+        let (user_id, stored_hash): (Option<Uuid>, String) = match row {
+            Some(row) => (Some(row.get(0)), row.get(1)),
+            None => (None, auth::decoy_password_hash().to_owned()),
+        };
+        let password = password.to_owned();
+        let verified =
+            tokio::task::spawn_blocking(move || auth::verify_password(&stored_hash, &password))
+                .await
+                .map_err(ApiError::internal)?;
+        let user_id = match (user_id, verified) {
+            (Some(user_id), true) => user_id,
+            _ => return Err(ApiError::Unauthenticated("wrong username or password")),
+        };
+        let (token, digest) = auth::new_session_token();
+        let expires_at = Utc::now() + self.session_ttl;
+        client
+            .execute(
+                "INSERT INTO sessions (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)",
+                &[&digest.as_slice(), &user_id, &expires_at],
+            )
+            .await?;
+        Ok(Session {
+            token,
+            expires_at,
+            user_id,
+        })
+    }
+
+    /// Revokes the session of `token`; returns whether a live session was revoked.
+    pub async fn logout(&self, token: &str) -> ApiResult<bool> {
+        let client = self.pool.get().await?;
+        let revoked = client
+            .execute(
+                "UPDATE sessions SET revoked_at = now()
+                 WHERE token_sha256 = $1 AND revoked_at IS NULL AND expires_at > now()",
+                &[&auth::token_digest(token).as_slice()],
+            )
+            .await?;
+        Ok(revoked == 1)
+    }
+
+    /// The actor behind a live bearer token, if any.
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Option<Actor>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT u.id, u.role, u.organization_id FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.token_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
+                &[&auth::token_digest(token).as_slice()],
+            )
+            .await?;
+        Ok(row.and_then(|row| {
+            let role: &str = row.get(1);
+            Some(Actor {
+                user_id: row.get(0),
+                role: Role::parse(role)?,
+                organization_id: row.get(2),
+            })
+        }))
+    }
+}

@@ -1,0 +1,269 @@
+//! Organizations (hospitals) and their users. Staff names are not health data and are stored in
+//! the clear; a patient's identity lives only in their encrypted profile.
+
+use super::{Page, PageRequest, Vault};
+use crate::auth::{self, Actor};
+use crate::domain::Role;
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// A member hospital.
+#[derive(Clone, Debug)]
+pub struct Organization {
+    /// Its id.
+    pub id: Uuid,
+    /// Its unique name.
+    pub name: String,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user as any authenticated caller may see them: no secrets, no health data.
+#[derive(Clone, Debug)]
+pub struct UserInfo {
+    /// Their id.
+    pub id: Uuid,
+    /// Their login name.
+    pub username: String,
+    /// Their role.
+    pub role: Role,
+    /// Their hospital.
+    pub organization_id: Uuid,
+    /// A staff member's name; `None` for patients.
+    pub display_name: Option<String>,
+    /// A doctor's specialty.
+    pub specialty: Option<String>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What an admin (or the bootstrap command) gives to create a staff account.
+pub struct NewStaffUser {
+    /// Login name, unique across the deployment.
+    pub username: String,
+    /// Initial password.
+    pub password: String,
+    /// Any role but patient.
+    pub role: Role,
+    /// The staff member's name.
+    pub display_name: String,
+    /// A doctor's specialty.
+    pub specialty: Option<String>,
+}
+
+const USER_COLUMNS: &str =
+    "id, username, role, organization_id, display_name, specialty, created_at";
+
+fn user_from_row(row: &Row) -> ApiResult<UserInfo> {
+    let role: &str = row.get(2);
+    Ok(UserInfo {
+        id: row.get(0),
+        username: row.get(1),
+        role: Role::parse(role).ok_or_else(|| ApiError::internal(UnknownRole))?,
+        organization_id: row.get(3),
+        display_name: row.get(4),
+        specialty: row.get(5),
+        created_at: row.get(6),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored user has an unknown role")]
+struct UnknownRole;
+
+/// Hashes a new password off the async runtime.
+pub(super) async fn hash_new_password(password: &str) -> ApiResult<String> {
+    auth::check_new_password(password)?;
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+/// Maps a unique violation on `users.username` to CONFLICT.
+pub(super) fn username_conflict(error: tokio_postgres::Error) -> ApiError {
+    if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        ApiError::Conflict("username is taken".into())
+    } else {
+        error.into()
+    }
+}
+
+pub(super) fn check_username(username: &str) -> ApiResult<()> {
+    let valid = (3..=64).contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadUserInput(
+            "username must be 3 to 64 characters of letters, digits and . _ - @".into(),
+        ))
+    }
+}
+
+impl Vault {
+    /// Registers a hospital, or returns the existing one of that name.
+    pub async fn ensure_organization(&self, name: &str) -> ApiResult<Organization> {
+        if name.trim().is_empty() || name.len() > 200 {
+            return Err(ApiError::BadUserInput(
+                "organization name must be 1 to 200 characters".into(),
+            ));
+        }
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "WITH inserted AS (
+                     INSERT INTO organizations (id, name) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at)
+                 SELECT id, name, created_at FROM inserted
+                 UNION ALL SELECT id, name, created_at FROM organizations WHERE name = $2",
+                &[&Uuid::now_v7(), &name],
+            )
+            .await?;
+        Ok(Organization {
+            id: row.get(0),
+            name: row.get(1),
+            created_at: row.get(2),
+        })
+    }
+
+    /// One organization by id.
+    pub async fn organization(&self, id: Uuid) -> ApiResult<Organization> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, name, created_at FROM organizations WHERE id = $1",
+                &[&id],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?;
+        Ok(Organization {
+            id: row.get(0),
+            name: row.get(1),
+            created_at: row.get(2),
+        })
+    }
+
+    /// All member hospitals, by id.
+    pub async fn organizations(&self, page: PageRequest<Uuid>) -> ApiResult<Page<Organization>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, created_at FROM organizations
+                 WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
+                &[&page.after, &(page.first + 1)],
+            )
+            .await?;
+        let items = rows
+            .iter()
+            .map(|row| Organization {
+                id: row.get(0),
+                name: row.get(1),
+                created_at: row.get(2),
+            })
+            .collect();
+        Ok(Page::from_overfetched(items, page.first))
+    }
+
+    /// Creates a staff account in `organization`. `created_by` is `None` only for the bootstrap
+    /// admin made from the command line.
+    pub async fn create_staff_user(
+        &self,
+        organization: Uuid,
+        user: NewStaffUser,
+        created_by: Option<Uuid>,
+    ) -> ApiResult<UserInfo> {
+        if user.role == Role::Patient {
+            return Err(ApiError::BadUserInput(
+                "patients are created with createPatient".into(),
+            ));
+        }
+        check_username(&user.username)?;
+        if user.display_name.trim().is_empty() || user.display_name.len() > 200 {
+            return Err(ApiError::BadUserInput(
+                "displayName must be 1 to 200 characters".into(),
+            ));
+        }
+        if user.specialty.as_ref().is_some_and(|s| s.len() > 200) {
+            return Err(ApiError::BadUserInput(
+                "specialty is at most 200 characters".into(),
+            ));
+        }
+        let password_hash = hash_new_password(&user.password).await?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO users (id, organization_id, username, role, password_hash,
+                                        display_name, specialty, created_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &organization,
+                    &user.username,
+                    &user.role.as_str(),
+                    &password_hash,
+                    &user.display_name,
+                    &user.specialty,
+                    &created_by,
+                ],
+            )
+            .await
+            .map_err(username_conflict)?;
+        user_from_row(&row)
+    }
+
+    /// One user by id, as any authenticated caller may see them.
+    pub async fn user(&self, id: Uuid) -> ApiResult<UserInfo> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        user_from_row(&row)
+    }
+
+    /// The users with these ids (unknown ids are left out).
+    pub async fn users(&self, ids: &[Uuid]) -> ApiResult<Vec<UserInfo>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)"),
+                &[&ids],
+            )
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// The doctors of every hospital, for patients choosing whom to grant and for staff.
+    pub async fn doctors(
+        &self,
+        actor: &Actor,
+        page: PageRequest<Uuid>,
+    ) -> ApiResult<Page<UserInfo>> {
+        if !matches!(actor.role, Role::Patient | Role::Admin | Role::Doctor) {
+            return Err(ApiError::Forbidden);
+        }
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {USER_COLUMNS} FROM users WHERE role = 'doctor'
+                     AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+                ),
+                &[&page.after, &(page.first + 1)],
+            )
+            .await?;
+        let items = rows.iter().map(user_from_row).collect::<ApiResult<_>>()?;
+        Ok(Page::from_overfetched(items, page.first))
+    }
+}
