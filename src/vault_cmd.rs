@@ -146,10 +146,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let settings = ServerSettings {
             bind: args.bind,
-            limits: QueryLimits {
-                introspection: true,
-                ..QueryLimits::default()
-            },
+            limits: QueryLimits::new(true),
             graphiql: true,
             ..ServerSettings::default()
         };
@@ -211,10 +208,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let settings = ServerSettings {
             bind: args.bind,
-            limits: QueryLimits {
-                introspection: args.introspection,
-                ..QueryLimits::default()
-            },
+            limits: QueryLimits::new(args.introspection),
             graphiql: args.introspection,
             pool_size: args.pool_size,
             ..ServerSettings::default()

@@ -99,6 +99,7 @@ pub enum CodeSystem {
     /// Logical Observation Identifiers Names and Codes: `NNNNN-C`, C a mod-10 check digit.
     Loinc,
     /// ICD-10: a letter, two characters, then optionally a dot and up to four more.
+    #[graphql(name = "ICD10")]
     Icd10,
     /// SNOMED CT concept ids: 6 to 18 digits ending in a Verhoeff check digit.
     SnomedCt,

@@ -180,7 +180,16 @@ fn find_bin_dir() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .find(|dir| has_both(dir));
+        .find(|dir| has_both(dir))
+        // A PATH entry may hold only links to initdb and pg_ctl; the real directory has the
+        // rest of the tools (pg_dump) too.
+        .map(|dir| {
+            std::fs::canonicalize(dir.join("initdb"))
+                .ok()
+                .and_then(|initdb| initdb.parent().map(Path::to_path_buf))
+                .filter(|real| has_both(real))
+                .unwrap_or(dir)
+        });
     on_path.or_else(|| {
         let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?

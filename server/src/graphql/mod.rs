@@ -32,13 +32,23 @@ pub struct QueryLimits {
     pub introspection: bool,
 }
 
+impl QueryLimits {
+    /// The production limits, with introspection on or off. The standard introspection query
+    /// that GraphiQL sends nests `ofType` nine deep, so with introspection on the depth limit is
+    /// raised to let it through.
+    pub fn new(introspection: bool) -> Self {
+        let max_depth = if introspection { 16 } else { 10 };
+        QueryLimits {
+            max_depth,
+            max_complexity: 5_000,
+            introspection,
+        }
+    }
+}
+
 impl Default for QueryLimits {
     fn default() -> Self {
-        QueryLimits {
-            max_depth: 12,
-            max_complexity: 5_000,
-            introspection: false,
-        }
+        QueryLimits::new(false)
     }
 }
 

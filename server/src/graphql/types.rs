@@ -274,6 +274,19 @@ impl MedicalRecord {
     async fn patient_id(&self) -> ID {
         ID(self.0.patient_id.to_string())
     }
+    /// The patient the record belongs to, if the caller may read their details.
+    async fn patient(&self, ctx: &Context<'_>) -> Result<Patient> {
+        let vault = ctx.data::<Vault>()?;
+        let permit = vault
+            .authorize(
+                &actor(ctx)?,
+                self.0.patient_id,
+                AuditedAction::ReadProfile,
+                None,
+            )
+            .await?;
+        Ok(Patient(vault.current_profile(&permit).await?))
+    }
     /// The current version, to pass as `expectedVersion` when updating or deleting.
     async fn version(&self) -> i32 {
         self.0.version

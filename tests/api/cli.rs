@@ -1,0 +1,92 @@
+//! The `medvault` binary as an operator uses it.
+
+use crate::helpers::spawn_app;
+use std::process::Command;
+
+fn medvault() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_medvault"))
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["serve", "--help"],
+        vec!["admin", "--help"],
+        vec!["admin", "create", "--help"],
+        vec!["schema", "--help"],
+    ] {
+        let output = medvault().args(&args).output().expect("run medvault");
+        assert!(output.status.success(), "medvault {args:?} --help failed");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn schema_command_prints_the_committed_schema() {
+    let output = medvault()
+        .arg("schema")
+        .output()
+        .expect("run medvault schema");
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), committed);
+}
+
+#[tokio::test]
+async fn admin_create_bootstraps_an_admin_who_can_log_in() {
+    let app = spawn_app().await;
+    let key_dir =
+        std::env::temp_dir().join(format!("medvault-cli-{}", uuid::Uuid::new_v4().simple()));
+    let output = medvault()
+        .args([
+            "admin",
+            "create",
+            "--hospital",
+            "Northgate",
+            "--username",
+            "root-admin",
+        ])
+        .env("DATABASE_URL", &app.database_url)
+        .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
+        .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
+        .output()
+        .expect("run medvault admin create");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = app.login("root-admin").await;
+    let me = app
+        .graphql(
+            Some(&token),
+            "{ me { role hospital { name } } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(me.data()["me"]["role"], "ADMIN");
+    assert_eq!(me.data()["me"]["hospital"]["name"], "Northgate");
+
+    let again = medvault()
+        .args([
+            "admin",
+            "create",
+            "--hospital",
+            "Northgate",
+            "--username",
+            "root-admin",
+        ])
+        .env("DATABASE_URL", &app.database_url)
+        .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
+        .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
+        .output()
+        .expect("run medvault admin create");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("username is taken"));
+    let _ = std::fs::remove_dir_all(key_dir);
+}

@@ -1,0 +1,362 @@
+//! `spawn_app()`: a real server on a free port over a fresh database, and a small GraphQL client.
+//!
+//! With `DATABASE_URL` unset, one throwaway PostgreSQL cluster serves the whole test binary
+//! (started on first use, stopped at exit); each test gets its own database in it.
+
+use medvault_server::configuration::ServerSettings;
+use medvault_server::crypto::MasterKey;
+use medvault_server::database;
+use medvault_server::graphql::QueryLimits;
+use medvault_server::postgres_cluster::ThrowawayCluster;
+use medvault_server::startup::Application;
+use medvault_server::vault::{NewStaffUser, Vault};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Where test databases are created.
+struct DatabaseServer {
+    maintenance_url: String,
+    pg_bin_dir: Option<PathBuf>,
+}
+
+static CLUSTER: Mutex<Option<ThrowawayCluster>> = Mutex::new(None);
+
+extern "C" fn stop_cluster_at_exit() {
+    if let Ok(mut cluster) = CLUSTER.lock() {
+        cluster.take();
+    }
+}
+
+fn database_server() -> &'static DatabaseServer {
+    static SERVER: OnceLock<DatabaseServer> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) => DatabaseServer {
+            maintenance_url: url,
+            pg_bin_dir: None,
+        },
+        Err(_) => {
+            let cluster = ThrowawayCluster::start().expect("start a throwaway PostgreSQL cluster");
+            let server = DatabaseServer {
+                maintenance_url: cluster.connection_string("postgres"),
+                pg_bin_dir: Some(cluster.bin_dir().to_path_buf()),
+            };
+            *CLUSTER.lock().expect("cluster lock") = Some(cluster);
+            // SAFETY: registers a plain function with no arguments to run at process exit.
+            unsafe { libc::atexit(stop_cluster_at_exit) };
+            server
+        }
+    })
+}
+
+/// The connection string of database `name` on the same server as `maintenance_url`.
+fn url_for_database(maintenance_url: &str, name: &str) -> String {
+    if let Some((base, _)) = maintenance_url
+        .strip_prefix("postgres://")
+        .or_else(|| maintenance_url.strip_prefix("postgresql://"))
+        .and_then(|rest| rest.rsplit_once('/'))
+    {
+        format!("postgresql://{base}/{name}")
+    } else {
+        let without_dbname: Vec<&str> = maintenance_url
+            .split_whitespace()
+            .filter(|part| !part.starts_with("dbname="))
+            .collect();
+        format!("{} dbname={name}", without_dbname.join(" "))
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub vault: Vault,
+    http: reqwest::Client,
+}
+
+/// Everything a server can be configured with in tests.
+pub struct AppOptions {
+    pub introspection: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions {
+        introspection: false,
+    })
+    .await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let server = database_server();
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    database::create_database(&server.maintenance_url, &name)
+        .await
+        .expect("create test database");
+    let database_url = url_for_database(&server.maintenance_url, &name);
+    let pool = database::connect_pool(&database_url, 16).expect("pool");
+    database::migrate(&pool).await.expect("migrate");
+    let master = MasterKey::from_hex(&format!(
+        "{:032x}{:032x}",
+        Uuid::new_v4().as_u128(),
+        Uuid::new_v4().as_u128()
+    ))
+    .expect("master key");
+    let vault = Vault::new(pool, master, chrono::Duration::hours(1));
+    let settings = ServerSettings {
+        bind: "127.0.0.1:0".parse().expect("address"),
+        limits: QueryLimits::new(options.introspection),
+        graphiql: options.introspection,
+        workers: 1,
+        ..ServerSettings::default()
+    };
+    let application = Application::build(&settings, vault.clone()).expect("build application");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        database_url,
+        vault,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A GraphQL answer: data and errors.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The data, asserting there were no errors.
+    pub fn data(&self) -> &Value {
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {:#}",
+            self.body
+        );
+        &self.body["data"]
+    }
+
+    /// The first error's `extensions.code`, or None.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["errors"][0]["extensions"]["code"].as_str()
+    }
+
+    /// Asserts the request failed with `code` and returned no data for it.
+    pub fn expect_error(&self, code: &str) {
+        assert_eq!(
+            self.error_code(),
+            Some(code),
+            "expected {code}, got {:#}",
+            self.body
+        );
+    }
+}
+
+impl TestApp {
+    /// Posts a GraphQL request with an optional bearer token.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Answer {
+        self.post_json(token, &json!({ "query": query, "variables": variables }))
+            .await
+    }
+
+    /// Posts any JSON body to /graphql.
+    pub async fn post_json(&self, token: Option<&str>, body: &Value) -> Answer {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.address))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("send request");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer { status, body }
+    }
+
+    /// Posts raw bytes to /graphql.
+    pub async fn post_raw(&self, body: Vec<u8>) -> reqwest::Response {
+        self.http
+            .post(format!("{}/graphql", self.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("send request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("send request")
+    }
+
+    /// Logs in and returns the token.
+    pub async fn login(&self, username: &str) -> String {
+        let answer = self
+            .graphql(
+                None,
+                "mutation($u: String!, $p: String!) { login(username: $u, password: $p) { token } }",
+                json!({ "u": username, "p": PASSWORD }),
+            )
+            .await;
+        answer.data()["login"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    /// Bootstraps a hospital and its first admin as `medvault admin create` does; returns the
+    /// admin's token.
+    pub async fn bootstrap_admin(&self, hospital: &str, username: &str) -> String {
+        let organization = self
+            .vault
+            .ensure_organization(hospital)
+            .await
+            .expect("organization");
+        let admin = NewStaffUser {
+            username: username.into(),
+            password: PASSWORD.into(),
+            role: medvault_server::domain::Role::Admin,
+            display_name: format!("Admin of {hospital}"),
+            specialty: None,
+        };
+        self.vault
+            .create_staff_user(organization.id, admin, None)
+            .await
+            .expect("admin");
+        self.login(username).await
+    }
+
+    /// An admin creates a doctor; returns (id, token).
+    pub async fn create_doctor(&self, admin: &str, username: &str) -> (String, String) {
+        let answer = self
+            .graphql(
+                Some(admin),
+                "mutation($input: CreateDoctorInput!) { createDoctor(input: $input) { id } }",
+                json!({ "input": { "username": username, "password": PASSWORD,
+                                   "fullName": format!("Dr. {username}"), "specialty": "Cardiology" } }),
+            )
+            .await;
+        let id = answer.data()["createDoctor"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        (id, self.login(username).await)
+    }
+
+    /// An admin creates a staff user of another role; returns the token.
+    pub async fn create_staff(&self, admin: &str, username: &str, role: &str) -> String {
+        let answer = self
+            .graphql(
+                Some(admin),
+                "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
+                json!({ "input": { "username": username, "password": PASSWORD, "role": role,
+                                   "displayName": username } }),
+            )
+            .await;
+        answer.data();
+        self.login(username).await
+    }
+
+    /// An admin registers a patient named `full_name`; returns (id, token).
+    pub async fn create_patient(
+        &self,
+        admin: &str,
+        username: &str,
+        full_name: &str,
+    ) -> (String, String) {
+        let answer = self
+            .graphql(
+                Some(admin),
+                "mutation($input: CreatePatientInput!) { createPatient(input: $input) { id } }",
+                json!({ "input": {
+                    "username": username, "password": PASSWORD,
+                    "personal": { "fullName": full_name, "dateOfBirth": "1984-03-09", "sex": "FEMALE",
+                                  "address": "12 Harbour Lane", "postalCode": "02139",
+                                  "phone": "+1-555-0101", "email": format!("{username}@example.org") },
+                    "medical": { "bloodType": "O+", "heightCm": 168.0, "weightKg": 61.5,
+                                 "allergies": ["Penicillin"], "chronicConditions": ["Asthma"] } } }),
+            )
+            .await;
+        let id = answer.data()["createPatient"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        (id, self.login(username).await)
+    }
+
+    /// The patient grants a doctor `scopes` for a day; returns the grant id.
+    pub async fn grant(&self, patient: &str, doctor_id: &str, scopes: &[&str]) -> String {
+        let expires_at = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+        let answer = self
+            .graphql(
+                Some(patient),
+                "mutation($d: ID!, $s: [AccessScope!]!, $e: DateTime!) {
+                   grantAccess(doctorId: $d, scopes: $s, expiresAt: $e) { id } }",
+                json!({ "d": doctor_id, "s": scopes, "e": expires_at }),
+            )
+            .await;
+        answer.data()["grantAccess"]["id"]
+            .as_str()
+            .expect("grant id")
+            .to_owned()
+    }
+
+    /// A doctor adds a heart-rate observation; returns the record id.
+    pub async fn add_record(&self, doctor: &str, patient_id: &str, value: &str) -> String {
+        let answer = self.try_add_record(doctor, patient_id, value).await;
+        answer.data()["addMedicalRecord"]["id"]
+            .as_str()
+            .expect("record id")
+            .to_owned()
+    }
+
+    pub async fn try_add_record(&self, token: &str, patient_id: &str, value: &str) -> Answer {
+        self.graphql(
+            Some(token),
+            "mutation($p: ID!, $r: MedicalRecordInput!) { addMedicalRecord(patientId: $p, record: $r) { id version } }",
+            json!({ "p": patient_id, "r": heart_rate(value) }),
+        )
+        .await
+    }
+
+    /// Runs plain SQL against the test database (for arranging what the API cannot, such as an
+    /// expired grant, and for inspecting what was stored).
+    pub async fn sql(&self, statement: &str) -> Vec<tokio_postgres::Row> {
+        let client = self.vault.pool().get().await.expect("connection");
+        client.query(statement, &[]).await.expect("sql")
+    }
+
+    /// `pg_dump` of the whole test database, as text.
+    pub fn pg_dump(&self) -> String {
+        let program = match &database_server().pg_bin_dir {
+            Some(dir) => dir.join("pg_dump"),
+            None => PathBuf::from("pg_dump"),
+        };
+        let output = std::process::Command::new(program)
+            .arg(format!("--dbname={}", self.database_url))
+            .args(["--data-only", "--no-owner"])
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            output.status.success(),
+            "pg_dump failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 dump")
+    }
+}
+
+/// A heart-rate observation with the given value text.
+pub fn heart_rate(value: &str) -> Value {
+    json!({ "kind": "OBSERVATION", "codeSystem": "LOINC", "code": "8867-4", "value": value,
+            "unit": "/min", "effectiveAt": "2026-01-15T08:30:00Z", "note": null })
+}

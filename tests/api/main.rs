@@ -1,0 +1,10 @@
+//! End-to-end tests of the GraphQL server over HTTP against a real PostgreSQL.
+
+mod authorization;
+mod bad_input;
+mod cli;
+mod concurrency;
+mod encryption_at_rest;
+mod helpers;
+mod hygiene;
+mod use_cases;
