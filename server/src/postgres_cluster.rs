@@ -218,3 +218,117 @@ fn postgres_user_exists() -> bool {
         .status()
         .is_ok_and(|status| status.success())
 }
+
+/// A PostgreSQL server on which tests and benchmarks create scratch databases: the one
+/// `DATABASE_URL` names or, when it is unset, a throwaway cluster started on first use and
+/// stopped when the process exits.
+pub struct ScratchServer {
+    maintenance_url: String,
+    bin_dir: Option<PathBuf>,
+}
+
+static SCRATCH_CLUSTER: std::sync::Mutex<Option<ThrowawayCluster>> = std::sync::Mutex::new(None);
+
+extern "C" fn stop_scratch_cluster() {
+    if let Ok(mut cluster) = SCRATCH_CLUSTER.lock() {
+        cluster.take();
+    }
+}
+
+impl ScratchServer {
+    /// The process's scratch server, started on first call.
+    pub fn get() -> Result<&'static ScratchServer, ClusterError> {
+        static SERVER: std::sync::OnceLock<ScratchServer> = std::sync::OnceLock::new();
+        if let Some(server) = SERVER.get() {
+            return Ok(server);
+        }
+        let server = match std::env::var("DATABASE_URL") {
+            Ok(url) => ScratchServer {
+                maintenance_url: url,
+                bin_dir: None,
+            },
+            Err(_) => {
+                let cluster = ThrowawayCluster::start()?;
+                let server = ScratchServer {
+                    maintenance_url: cluster.connection_string("postgres"),
+                    bin_dir: Some(cluster.bin_dir().to_path_buf()),
+                };
+                if let Ok(mut slot) = SCRATCH_CLUSTER.lock() {
+                    if slot.is_none() {
+                        *slot = Some(cluster);
+                        // SAFETY: registers a function without arguments to run at exit; it only
+                        // takes the cluster out of a mutex and drops it.
+                        unsafe { libc::atexit(stop_scratch_cluster) };
+                    }
+                }
+                server
+            }
+        };
+        Ok(SERVER.get_or_init(|| server))
+    }
+
+    /// Creates a new, empty database and returns its connection string.
+    pub async fn create_database(&self) -> Result<String, crate::database::DatabaseError> {
+        let name = format!("scratch_{}", uuid::Uuid::new_v4().simple());
+        crate::database::create_database(&self.maintenance_url, &name).await?;
+        Ok(connection_string_for(&self.maintenance_url, &name))
+    }
+
+    /// The path of a PostgreSQL client program (`pg_dump`, `psql`) matching the server.
+    pub fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+}
+
+/// The connection string of database `name` on the server `url` points at, for both URL and
+/// key-value forms.
+fn connection_string_for(url: &str, name: &str) -> String {
+    let url_form = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"));
+    match url_form {
+        Some(rest) => {
+            let (authority_and_path, query) = rest
+                .split_once('?')
+                .map_or((rest, None), |(a, q)| (a, Some(q)));
+            let authority = authority_and_path
+                .split_once('/')
+                .map_or(authority_and_path, |(a, _)| a);
+            match query {
+                Some(query) => format!("postgresql://{authority}/{name}?{query}"),
+                None => format!("postgresql://{authority}/{name}"),
+            }
+        }
+        None => {
+            let kept: Vec<&str> = url
+                .split_whitespace()
+                .filter(|part| !part.starts_with("dbname="))
+                .collect();
+            format!("{} dbname={name}", kept.join(" "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connection_string_for;
+
+    #[test]
+    fn scratch_databases_keep_the_server_and_change_the_name() {
+        assert_eq!(
+            connection_string_for("postgresql://u:p@db:5433/postgres?sslmode=disable", "t1"),
+            "postgresql://u:p@db:5433/t1?sslmode=disable"
+        );
+        assert_eq!(
+            connection_string_for("postgres://localhost", "t1"),
+            "postgresql://localhost/t1"
+        );
+        assert_eq!(
+            connection_string_for("host=/tmp/x user=postgres dbname=postgres", "t1"),
+            "host=/tmp/x user=postgres dbname=t1"
+        );
+    }
+}

@@ -7,67 +7,13 @@ use medvault_server::configuration::ServerSettings;
 use medvault_server::crypto::MasterKey;
 use medvault_server::database;
 use medvault_server::graphql::QueryLimits;
-use medvault_server::postgres_cluster::ThrowawayCluster;
+use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
 use medvault_server::vault::{NewStaffUser, Vault};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery staple";
-
-/// Where test databases are created.
-struct DatabaseServer {
-    maintenance_url: String,
-    pg_bin_dir: Option<PathBuf>,
-}
-
-static CLUSTER: Mutex<Option<ThrowawayCluster>> = Mutex::new(None);
-
-extern "C" fn stop_cluster_at_exit() {
-    if let Ok(mut cluster) = CLUSTER.lock() {
-        cluster.take();
-    }
-}
-
-fn database_server() -> &'static DatabaseServer {
-    static SERVER: OnceLock<DatabaseServer> = OnceLock::new();
-    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(url) => DatabaseServer {
-            maintenance_url: url,
-            pg_bin_dir: None,
-        },
-        Err(_) => {
-            let cluster = ThrowawayCluster::start().expect("start a throwaway PostgreSQL cluster");
-            let server = DatabaseServer {
-                maintenance_url: cluster.connection_string("postgres"),
-                pg_bin_dir: Some(cluster.bin_dir().to_path_buf()),
-            };
-            *CLUSTER.lock().expect("cluster lock") = Some(cluster);
-            // SAFETY: registers a plain function with no arguments to run at process exit.
-            unsafe { libc::atexit(stop_cluster_at_exit) };
-            server
-        }
-    })
-}
-
-/// The connection string of database `name` on the same server as `maintenance_url`.
-fn url_for_database(maintenance_url: &str, name: &str) -> String {
-    if let Some((base, _)) = maintenance_url
-        .strip_prefix("postgres://")
-        .or_else(|| maintenance_url.strip_prefix("postgresql://"))
-        .and_then(|rest| rest.rsplit_once('/'))
-    {
-        format!("postgresql://{base}/{name}")
-    } else {
-        let without_dbname: Vec<&str> = maintenance_url
-            .split_whitespace()
-            .filter(|part| !part.starts_with("dbname="))
-            .collect();
-        format!("{} dbname={name}", without_dbname.join(" "))
-    }
-}
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
@@ -90,12 +36,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let server = database_server();
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    database::create_database(&server.maintenance_url, &name)
+    let server = ScratchServer::get().expect("a PostgreSQL server for tests");
+    let database_url = server
+        .create_database()
         .await
         .expect("create test database");
-    let database_url = url_for_database(&server.maintenance_url, &name);
     let pool = database::connect_pool(&database_url, 16).expect("pool");
     database::migrate(&pool).await.expect("migrate");
     let master = MasterKey::from_hex(&format!(
@@ -337,10 +282,9 @@ impl TestApp {
 
     /// `pg_dump` of the whole test database, as text.
     pub fn pg_dump(&self) -> String {
-        let program = match &database_server().pg_bin_dir {
-            Some(dir) => dir.join("pg_dump"),
-            None => PathBuf::from("pg_dump"),
-        };
+        let program = ScratchServer::get()
+            .expect("scratch server")
+            .program("pg_dump");
         let output = std::process::Command::new(program)
             .arg(format!("--dbname={}", self.database_url))
             .args(["--data-only", "--no-owner"])
