@@ -168,7 +168,13 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             bar.set_position(done);
         })
         .await
-        .map_err(|error| anyhow::anyhow!("seeding failed: {}", error.message()))?;
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "seeding failed: {} (a database that already holds the demo data set cannot be \
+                 seeded again: unset DATABASE_URL for a fresh throwaway cluster)",
+                error.message()
+            )
+        })?;
         bar.finish();
         let application = Application::build(&settings, vault)?;
         let address = format!("http://{}:{}", args.bind.ip(), application.port());

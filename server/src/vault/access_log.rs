@@ -41,8 +41,8 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT id, at, actor_id, actor_role, action, record_id, outcome, reason FROM access_log
-                 WHERE patient_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3",
+                &client.prepare_cached("SELECT id, at, actor_id, actor_role, action, record_id, outcome, reason FROM access_log
+                 WHERE patient_id = $1 AND ($2::bigint IS NULL OR id > $2) ORDER BY id LIMIT $3").await?,
                 &[&permit.patient(), &page.after, &(page.first + 1)],
             )
             .await?;

@@ -118,10 +118,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                &format!(
-                    "UPDATE grants SET revoked_at = COALESCE(revoked_at, now())
+                &client
+                    .prepare_cached(&format!(
+                        "UPDATE grants SET revoked_at = COALESCE(revoked_at, now())
                      WHERE id = $1 AND patient_id = $2 RETURNING {GRANT_COLUMNS}"
-                ),
+                    ))
+                    .await?,
                 &[&grant, &patient.user_id],
             )
             .await?
@@ -139,10 +141,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {GRANT_COLUMNS} FROM grants WHERE patient_id = $1
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {GRANT_COLUMNS} FROM grants WHERE patient_id = $1
                      AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
-                ),
+                    ))
+                    .await?,
                 &[&patient.user_id, &page.after, &(page.first + 1)],
             )
             .await?;

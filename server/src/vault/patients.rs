@@ -128,8 +128,8 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT version, ciphertext, author_id, created_at FROM patient_profile_versions
-                 WHERE patient_id = $1 ORDER BY version DESC LIMIT 1",
+                &client.prepare_cached("SELECT version, ciphertext, author_id, created_at FROM patient_profile_versions
+                 WHERE patient_id = $1 ORDER BY version DESC LIMIT 1").await?,
                 &[&permit.patient()],
             )
             .await?
@@ -150,8 +150,8 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT version, ciphertext, author_id, created_at FROM patient_profile_versions
-                 WHERE patient_id = $1 ORDER BY version",
+                &client.prepare_cached("SELECT version, ciphertext, author_id, created_at FROM patient_profile_versions
+                 WHERE patient_id = $1 ORDER BY version").await?,
                 &[&permit.patient()],
             )
             .await?;
@@ -204,8 +204,8 @@ impl Vault {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO patient_profile_versions (patient_id, version, ciphertext, author_id, created_at)
-                 VALUES ($1, $2, $3, $4, $5)",
+                &client.prepare_cached("INSERT INTO patient_profile_versions (patient_id, version, ciphertext, author_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5)").await?,
                 &[&permit.patient(), &version, &sealed, &permit.actor().user_id, &created_at],
             )
             .await
@@ -238,7 +238,9 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT u.id, u.organization_id, k.wrapped_key, p.version, p.ciphertext
+                &client
+                    .prepare_cached(
+                        "SELECT u.id, u.organization_id, k.wrapped_key, p.version, p.ciphertext
                  FROM users u
                  JOIN patient_keys k ON k.patient_id = u.id
                  JOIN LATERAL (SELECT version, ciphertext FROM patient_profile_versions
@@ -250,6 +252,8 @@ impl Vault {
                            AND g.revoked_at IS NULL AND g.expires_at > now()))
                    AND ($3::uuid IS NULL OR u.id > $3)
                  ORDER BY u.id LIMIT $4",
+                    )
+                    .await?,
                 &[&organization, &grantee, &page.after, &(page.first + 1)],
             )
             .await?;

@@ -140,11 +140,15 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT k.wrapped_key,
+                &client
+                    .prepare_cached(
+                        "SELECT k.wrapped_key,
                         COALESCE((SELECT bit_or(g.scope) FROM grants g
                                   WHERE g.patient_id = k.patient_id AND g.grantee_id = $2
                                     AND g.revoked_at IS NULL AND g.expires_at > now()), 0)
                  FROM patient_keys k WHERE k.patient_id = $1",
+                    )
+                    .await?,
                 &[&patient, &actor.user_id],
             )
             .await?;
@@ -208,8 +212,8 @@ impl Vault {
         let client = self.pool.get().await?;
         client
             .execute(
-                "INSERT INTO access_log (actor_id, actor_role, action, patient_id, record_id, outcome, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &client.prepare_cached("INSERT INTO access_log (actor_id, actor_role, action, patient_id, record_id, outcome, reason)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)").await?,
                 &[
                     &actor.user_id,
                     &actor.role.as_str(),

@@ -224,7 +224,7 @@ impl Vault {
         let client = self.pool.get().await?;
         client
             .execute(
-                "WITH new_records AS (
+                &client.prepare_cached("WITH new_records AS (
                      INSERT INTO records (id, patient_id, current_version, created_at)
                      SELECT id, $2, 1, $3 FROM unnest($1::uuid[]) AS t(id)),
                  versions AS (
@@ -236,7 +236,7 @@ impl Vault {
                      INSERT INTO record_version_keys (record_id, version, wrapped_key)
                      SELECT id, 1, wrapped_key FROM unnest($1::uuid[], $8::bytea[]) AS t(id, wrapped_key))
                  INSERT INTO anchor_outbox (kind, leaf)
-                 SELECT 'record_version', leaf FROM unnest($7::bytea[]) AS t(leaf)",
+                 SELECT 'record_version', leaf FROM unnest($7::bytea[]) AS t(leaf)").await?,
                 &[
                     &ids,
                     &permit.patient(),
@@ -341,7 +341,7 @@ impl Vault {
         let client = self.pool.get().await?;
         let appended = client
             .query_opt(
-                "WITH bumped AS (
+                &client.prepare_cached("WITH bumped AS (
                      UPDATE records SET current_version = $3 + 1, deleted = $4
                      WHERE id = $1 AND patient_id = $2 AND current_version = $3 AND NOT deleted
                      RETURNING id, created_at),
@@ -357,7 +357,7 @@ impl Vault {
                      WHERE $4 AND record_id IN (SELECT id FROM bumped)),
                  outbox AS (
                      INSERT INTO anchor_outbox (kind, leaf) SELECT 'record_version', $10 FROM bumped)
-                 SELECT created_at FROM bumped",
+                 SELECT created_at FROM bumped").await?,
                 &[
                     &sealed.record,
                     &permit.patient(),
@@ -378,7 +378,11 @@ impl Vault {
         }
         let row = client
             .query_opt(
-                "SELECT patient_id, current_version, deleted FROM records WHERE id = $1",
+                &client
+                    .prepare_cached(
+                        "SELECT patient_id, current_version, deleted FROM records WHERE id = $1",
+                    )
+                    .await?,
                 &[&sealed.record],
             )
             .await?;
@@ -403,7 +407,12 @@ impl Vault {
     pub async fn record_patient(&self, record: Uuid) -> ApiResult<Uuid> {
         let client = self.pool.get().await?;
         client
-            .query_opt("SELECT patient_id FROM records WHERE id = $1", &[&record])
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT patient_id FROM records WHERE id = $1")
+                    .await?,
+                &[&record],
+            )
             .await?
             .map(|row| row.get(0))
             .ok_or(ApiError::NotFound("record"))
@@ -418,7 +427,11 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                &format!("{CURRENT_RECORD_QUERY} WHERE r.id = $1 AND NOT r.deleted"),
+                &client
+                    .prepare_cached(&format!(
+                        "{CURRENT_RECORD_QUERY} WHERE r.id = $1 AND NOT r.deleted"
+                    ))
+                    .await?,
                 &[&record],
             )
             .await?
@@ -435,10 +448,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "{CURRENT_RECORD_QUERY} WHERE r.patient_id = $1 AND NOT r.deleted
+                &client
+                    .prepare_cached(&format!(
+                        "{CURRENT_RECORD_QUERY} WHERE r.patient_id = $1 AND NOT r.deleted
                      AND ($2::uuid IS NULL OR r.id > $2) ORDER BY r.id LIMIT $3"
-                ),
+                    ))
+                    .await?,
                 &[&permit.patient(), &page.after, &(page.first + 1)],
             )
             .await?;
@@ -481,7 +496,11 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!("{VERSION_QUERY} WHERE v.record_id = $1 ORDER BY v.version"),
+                &client
+                    .prepare_cached(&format!(
+                        "{VERSION_QUERY} WHERE v.record_id = $1 ORDER BY v.version"
+                    ))
+                    .await?,
                 &[&record],
             )
             .await?;
@@ -504,11 +523,13 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "{VERSION_QUERY} WHERE r.patient_id = $1
+                &client
+                    .prepare_cached(&format!(
+                        "{VERSION_QUERY} WHERE r.patient_id = $1
                      AND ($2::uuid IS NULL OR (v.record_id, v.version) > ($2, $3))
                      ORDER BY v.record_id, v.version LIMIT $4"
-                ),
+                    ))
+                    .await?,
                 &[
                     &permit.patient(),
                     &after_record,

@@ -24,7 +24,9 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT id, password_hash FROM users WHERE username = $1",
+                &client
+                    .prepare_cached("SELECT id, password_hash FROM users WHERE username = $1")
+                    .await?,
                 &[&username],
             )
             .await?;
@@ -45,7 +47,7 @@ impl Vault {
         let expires_at = Utc::now() + self.session_ttl;
         client
             .execute(
-                "INSERT INTO sessions (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)",
+                &client.prepare_cached("INSERT INTO sessions (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)").await?,
                 &[&digest.as_slice(), &user_id, &expires_at],
             )
             .await?;
@@ -61,8 +63,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let revoked = client
             .execute(
-                "UPDATE sessions SET revoked_at = now()
+                &client
+                    .prepare_cached(
+                        "UPDATE sessions SET revoked_at = now()
                  WHERE token_sha256 = $1 AND revoked_at IS NULL AND expires_at > now()",
+                    )
+                    .await?,
                 &[&auth::token_digest(token).as_slice()],
             )
             .await?;
@@ -74,8 +80,8 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT u.id, u.role, u.organization_id FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.token_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
+                &client.prepare_cached("SELECT u.id, u.role, u.organization_id FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.token_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now()").await?,
                 &[&auth::token_digest(token).as_slice()],
             )
             .await?;

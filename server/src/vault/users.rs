@@ -117,11 +117,15 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "WITH inserted AS (
+                &client
+                    .prepare_cached(
+                        "WITH inserted AS (
                      INSERT INTO organizations (id, name) VALUES ($1, $2)
                      ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at)
                  SELECT id, name, created_at FROM inserted
                  UNION ALL SELECT id, name, created_at FROM organizations WHERE name = $2",
+                    )
+                    .await?,
                 &[&Uuid::now_v7(), &name],
             )
             .await?;
@@ -137,7 +141,9 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "SELECT id, name, created_at FROM organizations WHERE id = $1",
+                &client
+                    .prepare_cached("SELECT id, name, created_at FROM organizations WHERE id = $1")
+                    .await?,
                 &[&id],
             )
             .await?
@@ -154,8 +160,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT id, name, created_at FROM organizations
+                &client
+                    .prepare_cached(
+                        "SELECT id, name, created_at FROM organizations
                  WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
+                    )
+                    .await?,
                 &[&page.after, &(page.first + 1)],
             )
             .await?;
@@ -198,11 +208,13 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                &format!(
-                    "INSERT INTO users (id, organization_id, username, role, password_hash,
+                &client
+                    .prepare_cached(&format!(
+                        "INSERT INTO users (id, organization_id, username, role, password_hash,
                                         display_name, specialty, created_by)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {USER_COLUMNS}"
-                ),
+                    ))
+                    .await?,
                 &[
                     &Uuid::now_v7(),
                     &organization,
@@ -224,7 +236,9 @@ impl Vault {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"),
+                &client
+                    .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                    .await?,
                 &[&id],
             )
             .await?
@@ -237,7 +251,11 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!("SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)"),
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1)"
+                    ))
+                    .await?,
                 &[&ids],
             )
             .await?;
@@ -256,10 +274,12 @@ impl Vault {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                &format!(
-                    "SELECT {USER_COLUMNS} FROM users WHERE role = 'doctor'
+                &client
+                    .prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users WHERE role = 'doctor'
                      AND ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
-                ),
+                    ))
+                    .await?,
                 &[&page.after, &(page.first + 1)],
             )
             .await?;
