@@ -8,12 +8,13 @@ mod types;
 
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
-use crate::vault::{Page, PageRequest, Vault};
+use crate::vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, OutputType, SDLExportOptions, Schema};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use uuid::Uuid;
 
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
@@ -104,6 +105,21 @@ fn actor(ctx: &Context<'_>) -> ApiResult<Actor> {
         .ok_or(ApiError::Unauthenticated(
             "sign in first: send Authorization: Bearer <token>",
         ))
+}
+
+/// The vault, and the caller's permit to perform `action` on `patient`'s data: how every field
+/// that reaches health data starts.
+async fn permit<'ctx>(
+    ctx: &Context<'ctx>,
+    patient: Uuid,
+    action: AuditedAction,
+    record: Option<Uuid>,
+) -> async_graphql::Result<(&'ctx Vault, Permit)> {
+    let vault = ctx.data::<Vault>()?;
+    let permit = vault
+        .authorize(&actor(ctx)?, patient, action, record)
+        .await?;
+    Ok((vault, permit))
 }
 
 /// A list position that can travel as an opaque cursor.

@@ -1,7 +1,7 @@
 //! Write operations.
 
 use super::types::{DeletedRecord, Grant, MedicalRecord, Patient, Session, User};
-use super::{actor, RequestContext};
+use super::{actor, permit, RequestContext};
 use crate::domain::{AccessScope, MedicalDetails, PersonalDetails, RecordContent, Role};
 use crate::error::{parse_id, ApiError};
 use crate::vault::{require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH};
@@ -127,16 +127,14 @@ impl MutationRoot {
         expected_version: i32,
         personal: PersonalDetails,
     ) -> Result<Patient> {
-        let vault = ctx.data::<Vault>()?;
         let caller = actor(ctx)?;
-        let permit = vault
-            .authorize(
-                &caller,
-                caller.user_id,
-                AuditedAction::EditPersonalDetails,
-                None,
-            )
-            .await?;
+        let (vault, permit) = permit(
+            ctx,
+            caller.user_id,
+            AuditedAction::EditPersonalDetails,
+            None,
+        )
+        .await?;
         Ok(Patient(
             vault
                 .update_personal_details(&permit, expected_version, personal)
@@ -202,19 +200,12 @@ impl MutationRoot {
         expected_version: i32,
         record: RecordContent,
     ) -> Result<MedicalRecord> {
-        let vault = ctx.data::<Vault>()?;
         let (record_id, patient) = (
             parse_id(&record_id, "recordId")?,
             parse_id(&patient_id, "patientId")?,
         );
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                patient,
-                AuditedAction::UpdateRecord,
-                Some(record_id),
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, patient, AuditedAction::UpdateRecord, Some(record_id)).await?;
         Ok(MedicalRecord(
             vault
                 .update_record(&permit, record_id, expected_version, record)
@@ -231,19 +222,12 @@ impl MutationRoot {
         patient_id: ID,
         expected_version: i32,
     ) -> Result<DeletedRecord> {
-        let vault = ctx.data::<Vault>()?;
         let (record, patient) = (
             parse_id(&record_id, "recordId")?,
             parse_id(&patient_id, "patientId")?,
         );
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                patient,
-                AuditedAction::DeleteRecord,
-                Some(record),
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, patient, AuditedAction::DeleteRecord, Some(record)).await?;
         let version = vault
             .delete_record(&permit, record, expected_version)
             .await?;
@@ -276,11 +260,8 @@ async fn add_records(
         ))
         .into());
     }
-    let vault = ctx.data::<Vault>()?;
     let patient = parse_id(&patient_id, "patientId")?;
-    let permit = vault
-        .authorize(&actor(ctx)?, patient, AuditedAction::AddRecord, None)
-        .await?;
+    let (vault, permit) = permit(ctx, patient, AuditedAction::AddRecord, None).await?;
     let added = vault.add_records(&permit, records).await?;
     Ok(added.into_iter().map(MedicalRecord).collect())
 }

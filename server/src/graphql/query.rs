@@ -3,7 +3,7 @@
 use super::types::{
     Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
 };
-use super::{actor, page_request, to_connection};
+use super::{actor, page_request, permit, to_connection};
 use crate::error::parse_id;
 use crate::vault::{AuditedAction, Vault};
 use async_graphql::connection::Connection;
@@ -78,11 +78,8 @@ impl QueryRoot {
 
     /// One patient's details: the patient themself, or a doctor with a live read grant.
     async fn patient(&self, ctx: &Context<'_>, id: ID) -> Result<Patient> {
-        let vault = ctx.data::<Vault>()?;
         let patient = parse_id(&id, "id")?;
-        let permit = vault
-            .authorize(&actor(ctx)?, patient, AuditedAction::ReadProfile, None)
-            .await?;
+        let (vault, permit) = permit(ctx, patient, AuditedAction::ReadProfile, None).await?;
         Ok(Patient(vault.current_profile(&permit).await?))
     }
 

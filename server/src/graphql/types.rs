@@ -1,7 +1,7 @@
 //! The GraphQL object types: thin views over the vault's own types. Every edge that leads to
 //! more health data resolves through the vault, which authorizes it again.
 
-use super::{actor, loaders::UserLoader, page_request, to_connection, Cursor};
+use super::{loaders::UserLoader, page_request, permit, to_connection, Cursor};
 use crate::domain::{AccessScope, MedicalDetails, PersonalDetails, RecordContent, Role};
 use crate::error::ApiError;
 use crate::vault::{self, AuditedAction, Vault};
@@ -122,15 +122,8 @@ impl Patient {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, MedicalRecord>> {
-        let vault = ctx.data::<Vault>()?;
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                self.0.patient_id,
-                AuditedAction::ReadRecords,
-                None,
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, self.0.patient_id, AuditedAction::ReadRecords, None).await?;
         let page = vault
             .records(&permit, page_request::<Uuid>(after, first)?)
             .await?;
@@ -148,15 +141,8 @@ impl Patient {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, RecordVersion>> {
-        let vault = ctx.data::<Vault>()?;
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                self.0.patient_id,
-                AuditedAction::ReadHistory,
-                None,
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, self.0.patient_id, AuditedAction::ReadHistory, None).await?;
         let page = vault
             .patient_history(&permit, page_request(after, first)?)
             .await?;
@@ -168,15 +154,8 @@ impl Patient {
     }
     /// Every version of the patient's personal and medical details, oldest first.
     async fn profile_history(&self, ctx: &Context<'_>) -> Result<Vec<ProfileVersion>> {
-        let vault = ctx.data::<Vault>()?;
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                self.0.patient_id,
-                AuditedAction::ReadHistory,
-                None,
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, self.0.patient_id, AuditedAction::ReadHistory, None).await?;
         Ok(vault
             .profile_history(&permit)
             .await?
@@ -192,15 +171,8 @@ impl Patient {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, AccessLogEntry>> {
-        let vault = ctx.data::<Vault>()?;
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                self.0.patient_id,
-                AuditedAction::ReadAccessLog,
-                None,
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, self.0.patient_id, AuditedAction::ReadAccessLog, None).await?;
         let page = vault
             .access_log(&permit, page_request::<i64>(after, first)?)
             .await?;
@@ -276,15 +248,8 @@ impl MedicalRecord {
     }
     /// The patient the record belongs to, if the caller may read their details.
     async fn patient(&self, ctx: &Context<'_>) -> Result<Patient> {
-        let vault = ctx.data::<Vault>()?;
-        let permit = vault
-            .authorize(
-                &actor(ctx)?,
-                self.0.patient_id,
-                AuditedAction::ReadProfile,
-                None,
-            )
-            .await?;
+        let (vault, permit) =
+            permit(ctx, self.0.patient_id, AuditedAction::ReadProfile, None).await?;
         Ok(Patient(vault.current_profile(&permit).await?))
     }
     /// The current version, to pass as `expectedVersion` when updating or deleting.
