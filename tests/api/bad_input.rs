@@ -1,6 +1,6 @@
 //! Bad input gets a typed error and changes nothing.
 
-use crate::helpers::{heart_rate, spawn_app, TestApp};
+use crate::helpers::{heart_rate, spawn_app, CareTeam, TestApp};
 use serde_json::json;
 
 struct Fixture {
@@ -10,10 +10,9 @@ struct Fixture {
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
-    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
-    app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+    let CareTeam {
+        doctor, patient_id, ..
+    } = app.care_team().await;
     let record_id = app.add_record(&doctor, &patient_id, "70").await;
     Fixture {
         doctor,

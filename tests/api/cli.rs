@@ -42,20 +42,23 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     let app = spawn_app().await;
     let key_dir =
         std::env::temp_dir().join(format!("medvault-cli-{}", uuid::Uuid::new_v4().simple()));
-    let output = medvault()
-        .args([
-            "admin",
-            "create",
-            "--hospital",
-            "Northgate",
-            "--username",
-            "root-admin",
-        ])
-        .env("DATABASE_URL", &app.database_url)
-        .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
-        .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
-        .output()
-        .expect("run medvault admin create");
+    let admin_create = || {
+        medvault()
+            .args([
+                "admin",
+                "create",
+                "--hospital",
+                "Northgate",
+                "--username",
+                "root-admin",
+            ])
+            .env("DATABASE_URL", &app.database_url)
+            .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
+            .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
+            .output()
+            .expect("run medvault admin create")
+    };
+    let output = admin_create();
     assert!(
         output.status.success(),
         "{}",
@@ -72,20 +75,7 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     assert_eq!(me.data()["me"]["role"], "ADMIN");
     assert_eq!(me.data()["me"]["hospital"]["name"], "Northgate");
 
-    let again = medvault()
-        .args([
-            "admin",
-            "create",
-            "--hospital",
-            "Northgate",
-            "--username",
-            "root-admin",
-        ])
-        .env("DATABASE_URL", &app.database_url)
-        .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
-        .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
-        .output()
-        .expect("run medvault admin create");
+    let again = admin_create();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("username is taken"));
     let _ = std::fs::remove_dir_all(key_dir);

@@ -1,6 +1,6 @@
 //! Optimistic concurrency: eight writers racing on one record never lose an update.
 
-use crate::helpers::{heart_rate, spawn_app, TestApp};
+use crate::helpers::{heart_rate, spawn_app, CareTeam, TestApp};
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -24,10 +24,9 @@ async fn current_version(app: &TestApp, token: &str, record: &str) -> i64 {
 #[tokio::test]
 async fn of_eight_writers_with_the_same_expected_version_exactly_one_wins() {
     let app = spawn_app().await;
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
-    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
-    app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+    let CareTeam {
+        doctor, patient_id, ..
+    } = app.care_team().await;
     let record = app.add_record(&doctor, &patient_id, "60").await;
 
     let attempts = (0..WRITERS).map(|writer| {
@@ -50,10 +49,9 @@ async fn of_eight_writers_with_the_same_expected_version_exactly_one_wins() {
 #[tokio::test]
 async fn eight_writers_retrying_on_conflict_lose_no_update() {
     let app = spawn_app().await;
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
-    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
-    app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+    let CareTeam {
+        doctor, patient_id, ..
+    } = app.care_team().await;
     let record = app.add_record(&doctor, &patient_id, "60").await;
 
     let writers = (0..WRITERS).map(|writer| {

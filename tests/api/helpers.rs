@@ -68,6 +68,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     }
 }
 
+/// A hospital with an admin, a doctor, and a patient who granted that doctor read and write.
+pub struct CareTeam {
+    pub admin: String,
+    pub doctor: String,
+    pub patient: String,
+    pub patient_id: String,
+}
+
 /// A GraphQL answer: data and errors.
 #[derive(Debug)]
 pub struct Answer {
@@ -156,6 +164,21 @@ impl TestApp {
             .as_str()
             .expect("token")
             .to_owned()
+    }
+
+    /// The usual cast of a test: admin `admin-a`, doctor `dr-a`, patient `jane` ("Jane Roe")
+    /// who granted dr-a read and write.
+    pub async fn care_team(&self) -> CareTeam {
+        let admin = self.bootstrap_admin("St. Mary's", "admin-a").await;
+        let (doctor_id, doctor) = self.create_doctor(&admin, "dr-a").await;
+        let (patient_id, patient) = self.create_patient(&admin, "jane", "Jane Roe").await;
+        self.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+        CareTeam {
+            admin,
+            doctor,
+            patient,
+            patient_id,
+        }
     }
 
     /// Bootstraps a hospital and its first admin as `medvault admin create` does; returns the

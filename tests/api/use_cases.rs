@@ -1,6 +1,6 @@
 //! The paper's use cases for admin, patient and doctor, end to end.
 
-use crate::helpers::{heart_rate, spawn_app};
+use crate::helpers::{heart_rate, spawn_app, CareTeam};
 use serde_json::json;
 
 #[tokio::test]
@@ -218,10 +218,12 @@ async fn granting_and_revoking_access_opens_and_closes_a_doctors_view() {
 #[tokio::test]
 async fn a_doctor_adds_views_updates_and_deletes_records_and_reads_their_history() {
     let app = spawn_app().await;
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
-    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
-    app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+    let CareTeam {
+        doctor,
+        patient,
+        patient_id,
+        ..
+    } = app.care_team().await;
 
     let me = app
         .graphql(
@@ -376,11 +378,13 @@ async fn a_doctor_adds_views_updates_and_deletes_records_and_reads_their_history
 #[tokio::test]
 async fn the_access_log_shows_the_patient_every_allowed_and_refused_access() {
     let app = spawn_app().await;
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
+    let CareTeam {
+        admin,
+        doctor,
+        patient,
+        patient_id,
+    } = app.care_team().await;
     let (_, stranger) = app.create_doctor(&admin, "dr-stranger").await;
-    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
-    app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
     app.add_record(&doctor, &patient_id, "70").await;
     app.try_add_record(&stranger, &patient_id, "71")
         .await
