@@ -30,9 +30,12 @@ pub mod verify;
 pub use ark_bn254::Fr;
 pub use error::{Error, StatementViolation};
 pub use prove::prove;
+/// The operating system's random number generator, for callers that have none of their own.
+pub use rand::rngs::OsRng;
 pub use setup::{setup, ConsentProvingKey, ConsentVerifyingKey, PreparedConsentKey};
 pub use tree::{ConsentTree, MerklePath, DEFAULT_DEPTH, MAX_DEPTH};
 pub use types::{
-    consent_leaf, grantee_commitment, ConsentProof, ConsentWitness, Grant, PublicInputs, Scope,
+    consent_leaf, grantee_commitment, random_field_element, ConsentProof, ConsentWitness, Grant,
+    PublicInputs, Scope,
 };
 pub use verify::{batch_verify, verify, verify_encoded, BatchVerdict};

@@ -5,9 +5,10 @@ use crate::error::{Error, StatementViolation};
 use crate::poseidon;
 use crate::tree::MerklePath;
 use ark_bn254::{Bn254, Fr};
-use ark_ff::{BigInteger, PrimeField};
+use ark_ff::{BigInteger, PrimeField, UniformRand};
 use ark_groth16::Proof;
 use ark_serialize::{CanonicalDeserialize, CanonicalSerialize};
+use rand::{CryptoRng, RngCore};
 use std::ops::BitOr;
 
 /// What a grant allows, as a bit mask of [`Scope::BITS`] bits. A grant covers a request when it
@@ -55,6 +56,11 @@ impl BitOr for Scope {
     fn bitor(self, other: Scope) -> Scope {
         Scope(self.0 | other.0)
     }
+}
+
+/// A uniformly random field element: a fresh grantee secret, salt or challenge.
+pub fn random_field_element(rng: &mut (impl RngCore + CryptoRng)) -> Fr {
+    Fr::rand(rng)
 }
 
 /// The public commitment to a grantee's secret: Poseidon (width 2) of the secret. The grantee
