@@ -1,0 +1,258 @@
+//! Encodings of values at the crate's boundary: field elements as bytes and hex, and the JSON
+//! documents of `medvault consent prove` / `verify` (see the crate README for examples).
+//!
+//! Field elements are 32 bytes, little-endian and below the modulus in binary (arkworks'
+//! canonical form), and `0x` followed by exactly 64 hex digits, big-endian, in JSON. Anything
+//! else is [`Error::NonCanonicalField`]; nothing here panics on input.
+
+use crate::error::Error;
+use crate::tree::MerklePath;
+use crate::types::{ConsentProof, ConsentWitness, PublicInputs, Scope};
+use ark_bn254::Fr;
+use ark_ff::{BigInteger, PrimeField};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// Bytes in a canonical field element.
+pub const FIELD_BYTES: usize = 32;
+
+/// The canonical 32-byte little-endian encoding.
+pub fn field_to_bytes(element: Fr) -> [u8; FIELD_BYTES] {
+    let mut bytes = [0u8; FIELD_BYTES];
+    bytes.copy_from_slice(&element.into_bigint().to_bytes_le());
+    bytes
+}
+
+/// Decodes exactly 32 little-endian bytes holding a value below the modulus.
+pub fn field_from_bytes(what: &'static str, bytes: &[u8]) -> Result<Fr, Error> {
+    let bytes: [u8; FIELD_BYTES] = bytes.try_into().map_err(|_| Error::WrongLength {
+        what,
+        expected: FIELD_BYTES,
+        actual: bytes.len(),
+    })?;
+    let mut limbs = [0u64; 4];
+    for (limb, chunk) in limbs.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        *limb = u64::from_le_bytes(word);
+    }
+    Fr::from_bigint(ark_ff::BigInt(limbs)).ok_or(Error::NonCanonicalField { what })
+}
+
+/// `0x` and 64 hex digits, big-endian.
+pub fn field_to_hex(element: Fr) -> String {
+    format!("0x{}", hex::encode(element.into_bigint().to_bytes_be()))
+}
+
+/// Decodes [`field_to_hex`]: the `0x` prefix and exactly 64 hex digits of a value below the
+/// modulus.
+pub fn field_from_hex(what: &'static str, text: &str) -> Result<Fr, Error> {
+    let digits = text
+        .strip_prefix("0x")
+        .filter(|digits| digits.len() == 2 * FIELD_BYTES)
+        .ok_or(Error::NonCanonicalField { what })?;
+    let mut bytes = hex::decode(digits).map_err(|_| Error::NonCanonicalField { what })?;
+    bytes.reverse();
+    field_from_bytes(what, &bytes)
+}
+
+fn to_json<T: Serialize>(document: &T) -> String {
+    serde_json::to_string_pretty(document).expect("documents are plain strings and numbers")
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|error| Error::MalformedDocument(error.to_string()))
+}
+
+/// The witness file that `medvault consent prove` reads: the statement (all public inputs but
+/// the challenge, which the verifier issues) and the grantee's private witness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessDocument {
+    /// Depth of the tree (and of the keys to prove with).
+    pub depth: u32,
+    /// Root of the consent tree.
+    pub root: String,
+    /// The patient's pseudonym.
+    pub patient_pseudonym: String,
+    /// The scope to prove, as its bits.
+    pub required_scope: u16,
+    /// The time to prove the grant is valid at (Unix seconds).
+    pub now: u64,
+    /// The grantee's secret.
+    pub grantee_secret: String,
+    /// The scope the grant gives, as its bits.
+    pub granted_scope: u16,
+    /// The grant's expiry (Unix seconds).
+    pub expiry: u64,
+    /// The grant's salt.
+    pub salt: String,
+    /// The leaf's index in the tree.
+    pub leaf_index: u64,
+    /// The siblings along the leaf's path, leaf level first.
+    pub path: Vec<String>,
+}
+
+impl WitnessDocument {
+    /// The document for a statement and its witness (the challenge is left out).
+    pub fn new(public: &PublicInputs, witness: &ConsentWitness) -> Self {
+        WitnessDocument {
+            depth: witness.path.siblings.len() as u32,
+            root: field_to_hex(public.root),
+            patient_pseudonym: field_to_hex(public.patient_pseudonym),
+            required_scope: public.required_scope.bits(),
+            now: public.now,
+            grantee_secret: field_to_hex(witness.grantee_secret),
+            granted_scope: witness.granted_scope.bits(),
+            expiry: witness.expiry,
+            salt: field_to_hex(witness.salt),
+            leaf_index: witness.path.leaf_index,
+            path: witness
+                .path
+                .siblings
+                .iter()
+                .map(|s| field_to_hex(*s))
+                .collect(),
+        }
+    }
+
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+
+    /// Parses JSON (unknown fields are an error).
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        from_json(text)
+    }
+
+    /// The public inputs (with the verifier's `challenge`) and the witness.
+    pub fn decode(&self, challenge: Fr) -> Result<(PublicInputs, ConsentWitness), Error> {
+        if self.path.len() != self.depth as usize {
+            return Err(Error::PathLength {
+                expected: self.depth,
+                actual: self.path.len(),
+            });
+        }
+        let public = PublicInputs {
+            root: field_from_hex("root", &self.root)?,
+            patient_pseudonym: field_from_hex("patient_pseudonym", &self.patient_pseudonym)?,
+            required_scope: Scope::from_bits(self.required_scope),
+            now: self.now,
+            challenge,
+        };
+        let siblings = self
+            .path
+            .iter()
+            .map(|sibling| field_from_hex("path", sibling))
+            .collect::<Result<Vec<_>, _>>()?;
+        let witness = ConsentWitness {
+            grantee_secret: field_from_hex("grantee_secret", &self.grantee_secret)?,
+            granted_scope: Scope::from_bits(self.granted_scope),
+            expiry: self.expiry,
+            salt: field_from_hex("salt", &self.salt)?,
+            path: MerklePath {
+                leaf_index: self.leaf_index,
+                siblings,
+            },
+        };
+        Ok((public, witness))
+    }
+}
+
+/// The public inputs in JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicInputsDocument {
+    /// Root of the consent tree.
+    pub root: String,
+    /// The patient's pseudonym.
+    pub patient_pseudonym: String,
+    /// The required scope's bits.
+    pub required_scope: u16,
+    /// The verifier's time (Unix seconds).
+    pub now: u64,
+    /// The verifier's challenge.
+    pub challenge: String,
+}
+
+impl From<&PublicInputs> for PublicInputsDocument {
+    fn from(public: &PublicInputs) -> Self {
+        PublicInputsDocument {
+            root: field_to_hex(public.root),
+            patient_pseudonym: field_to_hex(public.patient_pseudonym),
+            required_scope: public.required_scope.bits(),
+            now: public.now,
+            challenge: field_to_hex(public.challenge),
+        }
+    }
+}
+
+impl PublicInputsDocument {
+    /// The typed public inputs.
+    pub fn decode(&self) -> Result<PublicInputs, Error> {
+        Ok(PublicInputs {
+            root: field_from_hex("root", &self.root)?,
+            patient_pseudonym: field_from_hex("patient_pseudonym", &self.patient_pseudonym)?,
+            required_scope: Scope::from_bits(self.required_scope),
+            now: self.now,
+            challenge: field_from_hex("challenge", &self.challenge)?,
+        })
+    }
+}
+
+/// What `medvault consent prove` writes and `medvault consent verify` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofDocument {
+    /// Depth of the keys the proof was made with.
+    pub depth: u32,
+    /// The statement proven.
+    pub public_inputs: PublicInputsDocument,
+    /// Hex of the 128-byte compressed proof.
+    pub proof: String,
+}
+
+impl ProofDocument {
+    /// The document for a proof of `public` made with keys of depth `depth`.
+    pub fn new(depth: u32, public: &PublicInputs, proof: &ConsentProof) -> Self {
+        ProofDocument {
+            depth,
+            public_inputs: public.into(),
+            proof: hex::encode(proof.to_bytes()),
+        }
+    }
+
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+
+    /// Parses JSON (unknown fields are an error).
+    pub fn from_json(text: &str) -> Result<Self, Error> {
+        from_json(text)
+    }
+
+    /// The typed public inputs and the validated proof.
+    pub fn decode(&self) -> Result<(PublicInputs, ConsentProof), Error> {
+        let public = self.public_inputs.decode()?;
+        let bytes = hex::decode(&self.proof)
+            .map_err(|error| Error::MalformedProof(format!("proof is not hex: {error}")))?;
+        Ok((public, ConsentProof::from_bytes(&bytes)?))
+    }
+}
+
+/// What `medvault consent verify` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictDocument {
+    /// Whether the proof verified.
+    pub valid: bool,
+    /// The depth of the verifying key used.
+    pub depth: u32,
+}
+
+impl VerdictDocument {
+    /// Pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
