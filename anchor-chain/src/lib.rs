@@ -10,7 +10,10 @@
 #![warn(missing_docs)]
 
 pub mod block;
+pub mod consensus;
 pub mod governance;
 pub mod merkle;
+pub mod state;
+pub mod storage;
 pub mod types;
 pub mod verify;
