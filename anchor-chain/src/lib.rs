@@ -9,10 +9,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod block;
+pub mod client;
 pub mod consensus;
+pub mod embedded;
 pub mod governance;
 pub mod merkle;
+pub mod node;
 pub mod state;
 pub mod storage;
 pub mod types;
