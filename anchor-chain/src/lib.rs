@@ -14,6 +14,7 @@ pub mod block;
 pub mod client;
 pub mod consensus;
 pub mod embedded;
+pub mod files;
 pub mod governance;
 pub mod merkle;
 pub mod node;

@@ -213,6 +213,37 @@ pub struct AuditReport {
     pub header_hashes: Vec<Hash32>,
 }
 
+/// The short form of a report that the CLI prints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditSummary {
+    /// Hash of the genesis block.
+    pub genesis_hash: Hash32,
+    /// Height of the last block checked.
+    pub head_height: u64,
+    /// Its hash.
+    pub head_hash: Hash32,
+    /// Entries checked.
+    pub entries: u64,
+    /// Trailing heights not yet final.
+    pub pending_tail: Vec<u64>,
+    /// Members in force after the head.
+    pub members_at_head: Vec<MemberId>,
+}
+
+impl AuditSummary {
+    /// Summarizes `report`.
+    pub fn of(report: &AuditReport) -> AuditSummary {
+        AuditSummary {
+            genesis_hash: report.genesis_hash,
+            head_height: report.head_height,
+            head_hash: report.head_hash,
+            entries: report.entries,
+            pending_tail: report.pending_tail.clone(),
+            members_at_head: report.members.latest().map(|set| set.members.keys().copied().collect()).unwrap_or_default(),
+        }
+    }
+}
+
 /// Checks blocks in order from genesis, carrying the member set forward.
 pub struct Auditor {
     trusted_genesis: Option<Hash32>,
