@@ -10,9 +10,12 @@ use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
 use medvault_anchor_chain::storage::{ChainStore, CHAIN_FILE};
 use medvault_anchor_chain::types::{
-    Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member, PublicKeyBytes,
+    Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
+    PublicKeyBytes,
 };
-use medvault_anchor_chain::verify::{audit_chain, check_conflict, verify_entry, AuditReport, AuditSummary};
+use medvault_anchor_chain::verify::{
+    audit_chain, check_conflict, verify_entry, AuditReport, AuditSummary,
+};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -124,9 +127,11 @@ pub struct ChainSource {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
-
 
 pub fn chain(command: ChainCommand) -> anyhow::Result<()> {
     match command {
@@ -136,21 +141,39 @@ pub fn chain(command: ChainCommand) -> anyhow::Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
-        ChainCommand::Genesis { name, founders, policy, out } => {
+        ChainCommand::Genesis {
+            name,
+            founders,
+            policy,
+            out,
+        } => {
             let approval_policy = match policy.as_str() {
                 "majority" => ApprovalPolicy::Majority,
                 "all" => ApprovalPolicy::All,
                 other => bail!("policy must be `majority` or `all`, not `{other}`"),
             };
-            let founders = founders.iter().map(|text| parse_founder(text)).collect::<anyhow::Result<Vec<_>>>()?;
+            let founders = founders
+                .iter()
+                .map(|text| parse_founder(text))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-            let spec = GenesisSpec { chain_name: name, timestamp_ms, approval_policy, founders };
+            let spec = GenesisSpec {
+                chain_name: name,
+                timestamp_ms,
+                approval_policy,
+                founders,
+            };
             write_json(&out, &spec)?;
             println!("{}", Block::genesis(&spec).header.hash());
             Ok(())
         }
         ChainCommand::Node(args) => runtime()?.block_on(run_node(args)),
-        ChainCommand::Approve { key, member_id, genesis, action } => {
+        ChainCommand::Approve {
+            key,
+            member_id,
+            genesis,
+            action,
+        } => {
             let key = ValidatorKey::load(&key)?;
             let spec: GenesisSpec = read_json(&genesis)?;
             let action: GovernanceAction = read_json(&action)?;
@@ -158,9 +181,16 @@ pub fn chain(command: ChainCommand) -> anyhow::Result<()> {
             println!("{}", to_json(&approve(&key, member_id, &chain_id, &action)));
             Ok(())
         }
-        ChainCommand::Govern { node, action, approvals } => {
+        ChainCommand::Govern {
+            node,
+            action,
+            approvals,
+        } => {
             let action: GovernanceAction = read_json(&action)?;
-            let approvals = approvals.iter().map(|path| read_json::<Approval>(path)).collect::<Result<_, _>>()?;
+            let approvals = approvals
+                .iter()
+                .map(|path| read_json::<Approval>(path))
+                .collect::<Result<_, _>>()?;
             let entry = Entry::Governance(Governance { action, approvals });
             let outcomes = runtime()?.block_on(ChainClient::new(&node).submit(vec![entry]))?;
             println!("{}", to_json(&outcomes));
@@ -177,7 +207,8 @@ fn parse_founder(text: &str) -> anyhow::Result<Member> {
     Ok(Member {
         id: id.parse().with_context(|| format!("founder id `{id}`"))?,
         name: (*name).to_owned(),
-        public_key: PublicKeyBytes::from_hex(key).with_context(|| format!("founder key `{key}`"))?,
+        public_key: PublicKeyBytes::from_hex(key)
+            .with_context(|| format!("founder key `{key}`"))?,
         address: (*address).to_owned(),
     })
 }
@@ -188,8 +219,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    let validator = Validator::start(ValidatorConfig { data_dir: args.data_dir, member_id: args.member_id, key, genesis })
-        .await?;
+    let validator = Validator::start(ValidatorConfig {
+        data_dir: args.data_dir,
+        member_id: args.member_id,
+        key,
+        genesis,
+    })
+    .await?;
     eprintln!("validator {} listening on {}", args.member_id, args.listen);
     let server = tokio::spawn(api::serve(listener, validator.clone()));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -211,34 +247,44 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 Ok(())
             }
             AuditCommand::Entry { source, hash } => {
-                let hash = Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
+                let hash =
+                    Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
                 let report = audit_source(&source).await?;
                 let Some(node) = source.nodes.first() else {
                     bail!("audit entry needs --node to fetch the proof from");
                 };
-                let proof = ChainClient::new(node).proof(&hash).await?.context("the entry is not anchored")?;
+                let proof = ChainClient::new(node)
+                    .proof(&hash)
+                    .await?
+                    .context("the entry is not anchored")?;
                 verify_entry(&proof, &report)?;
-                println!("entry {hash} verified: block {}, index {}", proof.header.height, proof.inclusion.index);
+                println!(
+                    "entry {hash} verified: block {}, index {}",
+                    proof.header.height, proof.inclusion.index
+                );
                 Ok(())
             }
         }
     })
 }
 
-
 /// Audits each source's chain, then compares the chains height by height.
 async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
     let spec: Option<GenesisSpec> = source.genesis.as_deref().map(read_json).transpose()?;
     let trusted = match (&spec, &source.genesis_hash) {
         (Some(spec), _) => Some(Block::genesis(spec).header.hash()),
-        (None, Some(hash)) => Some(Hash32::from_hex(hash).context("--genesis-hash must be 64 hex digits")?),
+        (None, Some(hash)) => {
+            Some(Hash32::from_hex(hash).context("--genesis-hash must be 64 hex digits")?)
+        }
         (None, None) => None,
     };
     let mut chains: Vec<(String, Vec<SignedBlock>)> = Vec::new();
     if let Some(dir) = &source.data_dir {
         let spec = spec.as_ref().context("--data-dir needs --genesis")?;
         let state = ChainStore::read_blocks(&dir.join(CHAIN_FILE), spec)?;
-        let blocks = (0..=state.head_height()).filter_map(|height| state.block(height).cloned()).collect();
+        let blocks = (0..=state.head_height())
+            .filter_map(|height| state.block(height).cloned())
+            .collect();
         chains.push((dir.display().to_string(), blocks));
     }
     for node in &source.nodes {
@@ -248,7 +294,10 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
     for (name, blocks) in &chains {
         let report = audit_chain(blocks, trusted).with_context(|| format!("auditing {name}"))?;
         if !source.allow_pending && !report.pending_tail.is_empty() {
-            bail!("{name}: blocks {:?} are not yet signed by a majority", report.pending_tail);
+            bail!(
+                "{name}: blocks {:?} are not yet signed by a majority",
+                report.pending_tail
+            );
         }
         reports.push(report);
     }
@@ -257,8 +306,12 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
         for (mine, theirs) in blocks.iter().zip(first_blocks) {
             let height = mine.block.header.height;
             let members = reports[index].members.at(height).context("member set")?;
-            check_conflict(theirs, mine, members).with_context(|| format!("comparing {first_name} with {name}"))?;
+            check_conflict(theirs, mine, members)
+                .with_context(|| format!("comparing {first_name} with {name}"))?;
         }
     }
-    reports.into_iter().next().context("give --node or --data-dir")
+    reports
+        .into_iter()
+        .next()
+        .context("give --node or --data-dir")
 }

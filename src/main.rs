@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "medvault", version, about = "Encrypted, consent-proven medical record vault")]
+#[command(
+    name = "medvault",
+    version,
+    about = "Encrypted, consent-proven medical record vault"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

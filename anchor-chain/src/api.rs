@@ -79,12 +79,21 @@ pub struct ApiError {
 }
 
 fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
-    (status, Json(ApiError { error: code.into(), detail: detail.into() })).into_response()
+    (
+        status,
+        Json(ApiError {
+            error: code.into(),
+            detail: detail.into(),
+        }),
+    )
+        .into_response()
 }
 
 fn retry_later(code: &str, detail: impl Into<String>) -> Response {
     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, detail);
-    response.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static("1"));
     response
 }
 
@@ -118,19 +127,39 @@ async fn submit(
 ) -> Response {
     let Json(request) = match body {
         Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, "malformed_entry", rejection.body_text()),
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_entry",
+                rejection.body_text(),
+            )
+        }
     };
     if request.entries.is_empty() || request.entries.len() > MAX_BLOCK_ENTRIES {
-        return error(StatusCode::BAD_REQUEST, "batch_size", format!("submit 1 to {MAX_BLOCK_ENTRIES} entries"));
+        return error(
+            StatusCode::BAD_REQUEST,
+            "batch_size",
+            format!("submit 1 to {MAX_BLOCK_ENTRIES} entries"),
+        );
     }
-    if let Some(reason) = request.entries.iter().enumerate().find_map(|(index, entry)| {
-        entry.check_shape().err().map(|reason| format!("entry {index}: {reason}"))
-    }) {
+    if let Some(reason) = request
+        .entries
+        .iter()
+        .enumerate()
+        .find_map(|(index, entry)| {
+            entry
+                .check_shape()
+                .err()
+                .map(|reason| format!("entry {index}: {reason}"))
+        })
+    {
         return error(StatusCode::BAD_REQUEST, "malformed_entry", reason);
     }
     match validator.submit(request.entries.clone()).await {
         Ok(results) => Json(SubmitResponse { results }).into_response(),
-        Err(SubmitError::NotLeader { leader: Some(address) }) if !headers.contains_key(FORWARDED_HEADER) => {
+        Err(SubmitError::NotLeader {
+            leader: Some(address),
+        }) if !headers.contains_key(FORWARDED_HEADER) => {
             forward(&validator, &address, &request).await
         }
         Err(SubmitError::NotLeader { .. }) => retry_later("no_leader", "no leader is known yet"),
@@ -153,19 +182,26 @@ async fn forward(validator: &Validator, leader: &str, request: &SubmitRequest) -
         Ok(response) => response,
         Err(failure) => return retry_later("leader_unreachable", failure.to_string()),
     };
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     match response.bytes().await {
         Ok(bytes) => (status, [("content-type", "application/json")], bytes).into_response(),
         Err(failure) => retry_later("leader_unreachable", failure.to_string()),
     }
 }
 
-fn read_state<T>(validator: &Validator, read: impl FnOnce(&crate::state::ChainState) -> T) -> Result<T, Response> {
-    validator
-        .state()
-        .read()
-        .map(|state| read(&state))
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "chain state unavailable"))
+fn read_state(
+    validator: &Validator,
+    read: impl FnOnce(&crate::state::ChainState) -> Response,
+) -> Response {
+    match validator.state().read() {
+        Ok(state) => read(&state),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "chain state unavailable",
+        ),
+    }
 }
 
 async fn head(State(validator): State<Validator>) -> Response {
@@ -178,12 +214,15 @@ async fn head(State(validator): State<Validator>) -> Response {
         })
         .into_response()
     })
-    .unwrap_or_else(|response| response)
 }
 
 async fn block(State(validator): State<Validator>, Path(height): Path<String>) -> Response {
     let Ok(height) = height.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "bad_height", "height must be a non-negative integer");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_height",
+            "height must be a non-negative integer",
+        );
     };
     read_state(&validator, |state| match state.block(height) {
         Some(block) => Json(block).into_response(),
@@ -193,7 +232,6 @@ async fn block(State(validator): State<Validator>, Path(height): Path<String>) -
             format!("no block {height}; head is {}", state.head_height()),
         ),
     })
-    .unwrap_or_else(|response| response)
 }
 
 /// Query of `GET /v1/blocks`.
@@ -204,24 +242,34 @@ struct BlockRange {
 }
 
 async fn blocks(State(validator): State<Validator>, Query(range): Query<BlockRange>) -> Response {
-    let limit = range.limit.unwrap_or(MAX_BLOCKS_PER_PAGE).min(MAX_BLOCKS_PER_PAGE);
+    let limit = range
+        .limit
+        .unwrap_or(MAX_BLOCKS_PER_PAGE)
+        .min(MAX_BLOCKS_PER_PAGE);
     read_state(&validator, |state| {
-        let blocks: Vec<_> =
-            (range.from..range.from.saturating_add(limit)).map_while(|h| state.block(h).cloned()).collect();
+        let blocks: Vec<_> = (range.from..range.from.saturating_add(limit))
+            .map_while(|h| state.block(h).cloned())
+            .collect();
         Json(blocks).into_response()
     })
-    .unwrap_or_else(|response| response)
 }
 
 async fn proof(State(validator): State<Validator>, Path(hash): Path<String>) -> Response {
     let Some(hash) = Hash32::from_hex(&hash) else {
-        return error(StatusCode::BAD_REQUEST, "bad_hash", "entry hash must be 64 hex digits");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_hash",
+            "entry hash must be 64 hex digits",
+        );
     };
     read_state(&validator, |state| match state.proof(&hash) {
         Some(proof) => Json(proof).into_response(),
-        None => error(StatusCode::NOT_FOUND, "unknown_entry", format!("entry {hash} is not anchored")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_entry",
+            format!("entry {hash} is not anchored"),
+        ),
     })
-    .unwrap_or_else(|response| response)
 }
 
 /// Query of `GET /v1/members`.
@@ -230,15 +278,21 @@ struct MembersQuery {
     height: Option<u64>,
 }
 
-async fn members(State(validator): State<Validator>, Query(query): Query<MembersQuery>) -> Response {
+async fn members(
+    State(validator): State<Validator>,
+    Query(query): Query<MembersQuery>,
+) -> Response {
     read_state(&validator, |state| {
         let height = query.height.unwrap_or(state.head_height() + 1);
         match state.members_at(height) {
             Some(members) if height <= state.head_height() + 1 => Json(members).into_response(),
-            _ => error(StatusCode::NOT_FOUND, "unknown_height", format!("no member set for height {height}")),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "unknown_height",
+                format!("no member set for height {height}"),
+            ),
         }
     })
-    .unwrap_or_else(|response| response)
 }
 
 async fn status(State(validator): State<Validator>) -> Response {
@@ -254,7 +308,6 @@ async fn status(State(validator): State<Validator>) -> Response {
         })
         .into_response()
     })
-    .unwrap_or_else(|response| response)
 }
 
 async fn signatures(
@@ -262,7 +315,11 @@ async fn signatures(
     body: Result<Json<Vec<HeightSignature>>, JsonRejection>,
 ) -> Response {
     let Ok(Json(signatures)) = body else {
-        return error(StatusCode::BAD_REQUEST, "malformed_signature", "expected a list of block signatures");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed_signature",
+            "expected a list of block signatures",
+        );
     };
     if validator.leader().map(|(id, _)| id) != Some(validator.member_id()) {
         return retry_later("not_leader", "signatures go to the leader");
@@ -276,31 +333,39 @@ async fn signatures(
 fn bincode_reply<T: Serialize>(value: &T) -> Response {
     match bincode::serialize(value) {
         Ok(bytes) => bytes.into_response(),
-        Err(failure) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", failure.to_string()),
+        Err(failure) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            failure.to_string(),
+        ),
     }
 }
 
-fn bincode_request<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
-    bincode::deserialize(body).map_err(|failure| error(StatusCode::BAD_REQUEST, "malformed_rpc", failure.to_string()))
+fn malformed_rpc(failure: bincode::Error) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "malformed_rpc",
+        failure.to_string(),
+    )
 }
 
 async fn raft_append(State(validator): State<Validator>, body: Bytes) -> Response {
-    match bincode_request(&body) {
+    match bincode::deserialize(&body) {
         Ok(request) => bincode_reply(&validator.raft().append_entries(request).await),
-        Err(response) => response,
+        Err(failure) => malformed_rpc(failure),
     }
 }
 
 async fn raft_vote(State(validator): State<Validator>, body: Bytes) -> Response {
-    match bincode_request(&body) {
+    match bincode::deserialize(&body) {
         Ok(request) => bincode_reply(&validator.raft().vote(request).await),
-        Err(response) => response,
+        Err(failure) => malformed_rpc(failure),
     }
 }
 
 async fn raft_snapshot(State(validator): State<Validator>, body: Bytes) -> Response {
-    match bincode_request(&body) {
+    match bincode::deserialize(&body) {
         Ok(request) => bincode_reply(&validator.raft().install_snapshot(request).await),
-        Err(response) => response,
+        Err(failure) => malformed_rpc(failure),
     }
 }

@@ -67,7 +67,13 @@ pub struct Block {
 impl Block {
     /// Block 0: the genesis spec as its single entry, signed later by the founders.
     pub fn genesis(spec: &GenesisSpec) -> Block {
-        Block::seal(0, Hash32::ZERO, spec.timestamp_ms, 0, vec![Entry::Genesis(spec.clone())])
+        Block::seal(
+            0,
+            Hash32::ZERO,
+            spec.timestamp_ms,
+            0,
+            vec![Entry::Genesis(spec.clone())],
+        )
     }
 
     /// Builds a block over `entries`, computing their Merkle root.
@@ -123,7 +129,11 @@ pub fn block_signature_message(header_hash: &Hash32) -> Vec<u8> {
 }
 
 /// Whether `signature` by `public_key` over `message` is valid; a malformed key is simply invalid.
-pub fn verify_signature(public_key: &PublicKeyBytes, message: &[u8], signature: &SignatureBytes) -> bool {
+pub fn verify_signature(
+    public_key: &PublicKeyBytes,
+    message: &[u8],
+    signature: &SignatureBytes,
+) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(&public_key.0) else {
         return false;
     };
@@ -158,12 +168,16 @@ pub enum KeyFileError {
 impl ValidatorKey {
     /// A fresh random key.
     pub fn generate() -> ValidatorKey {
-        ValidatorKey { signing: SigningKey::generate(&mut rand::rngs::OsRng) }
+        ValidatorKey {
+            signing: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
     }
 
     /// A key derived from a 32-byte seed (tests and benchmarks).
     pub fn from_seed(seed: [u8; 32]) -> ValidatorKey {
-        ValidatorKey { signing: SigningKey::from_bytes(&seed) }
+        ValidatorKey {
+            signing: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// The public half, as recorded in the member set.
@@ -178,28 +192,38 @@ impl ValidatorKey {
 
     /// Signs a block header.
     pub fn sign_block(&self, signer: MemberId, header: &BlockHeader) -> BlockSignature {
-        BlockSignature { signer, signature: self.sign(&block_signature_message(&header.hash())) }
+        BlockSignature {
+            signer,
+            signature: self.sign(&block_signature_message(&header.hash())),
+        }
     }
 
     /// Reads a key written by [`ValidatorKey::save`].
     pub fn load(path: &Path) -> Result<ValidatorKey, KeyFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?;
-        let seed = Hash32::from_hex(&text)
-            .ok_or_else(|| KeyFileError::Malformed { path: path.display().to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let seed = Hash32::from_hex(&text).ok_or_else(|| KeyFileError::Malformed {
+            path: path.display().to_string(),
+        })?;
         Ok(ValidatorKey::from_seed(seed.0))
     }
 
     /// Writes the secret as hex, readable by its owner only.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         use std::io::Write;
-        let io_error = |source| KeyFileError::Io { path: path.display().to_string(), source };
+        let io_error = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(path).map_err(io_error)?;
-        file.write_all(hex::encode(self.signing.to_bytes()).as_bytes()).map_err(io_error)?;
+        file.write_all(hex::encode(self.signing.to_bytes()).as_bytes())
+            .map_err(io_error)?;
         file.sync_all().map_err(io_error)
     }
 }
@@ -211,14 +235,28 @@ mod tests {
     #[test]
     fn a_signature_verifies_only_for_its_header() {
         let key = ValidatorKey::from_seed([7; 32]);
-        let block = Block::seal(1, Hash32::ZERO, 10, 1, vec![Entry::RecordAnchor { leaf: Hash32::ZERO }]);
+        let block = Block::seal(
+            1,
+            Hash32::ZERO,
+            10,
+            1,
+            vec![Entry::RecordAnchor { leaf: Hash32::ZERO }],
+        );
         let signature = key.sign_block(1, &block.header);
         let message = block_signature_message(&block.header.hash());
-        assert!(verify_signature(&key.public_key(), &message, &signature.signature));
+        assert!(verify_signature(
+            &key.public_key(),
+            &message,
+            &signature.signature
+        ));
         let mut other = block.header.clone();
         other.timestamp_ms += 1;
         let other_message = block_signature_message(&other.hash());
-        assert!(!verify_signature(&key.public_key(), &other_message, &signature.signature));
+        assert!(!verify_signature(
+            &key.public_key(),
+            &other_message,
+            &signature.signature
+        ));
     }
 
     #[test]
@@ -227,6 +265,9 @@ mod tests {
         let path = dir.path().join("validator.key");
         let key = ValidatorKey::generate();
         key.save(&path).unwrap();
-        assert_eq!(ValidatorKey::load(&path).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            ValidatorKey::load(&path).unwrap().public_key(),
+            key.public_key()
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! A typed HTTP client for a validator cluster: what the server crate, the CLI and the tests use
 //! to submit entries and to fetch blocks and proofs for the auditor.
 
-use crate::api::{ApiError, HeadResponse, StatusResponse, SubmitRequest, SubmitResponse, MAX_BLOCKS_PER_PAGE};
+use crate::api::{
+    ApiError, HeadResponse, StatusResponse, SubmitRequest, SubmitResponse, MAX_BLOCKS_PER_PAGE,
+};
 use crate::block::SignedBlock;
 use crate::governance::MemberSet;
 use crate::state::EntryOutcome;
@@ -70,7 +72,10 @@ impl ChainClient {
         } else {
             format!("http://{address}")
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
         ChainClient { base, http }
     }
 
@@ -79,18 +84,41 @@ impl ChainClient {
         &self.base
     }
 
-    async fn answer<T: DeserializeOwned>(url: String, sent: reqwest::Result<reqwest::Response>) -> Result<T, ClientError> {
-        let response = sent.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+    async fn answer<T: DeserializeOwned>(
+        url: String,
+        sent: reqwest::Result<reqwest::Response>,
+    ) -> Result<T, ClientError> {
+        let response = sent.map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| ClientError::Transport { url: url.clone(), source })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
         if status != StatusCode::OK && status != StatusCode::ACCEPTED {
             let (code, detail) = match serde_json::from_slice::<ApiError>(&bytes) {
                 Ok(api) => (api.error, api.detail),
-                Err(_) => ("http".to_owned(), String::from_utf8_lossy(&bytes).into_owned()),
+                Err(_) => (
+                    "http".to_owned(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ),
             };
-            return Err(ClientError::Api { url, status: status.as_u16(), code, detail });
+            return Err(ClientError::Api {
+                url,
+                status: status.as_u16(),
+                code,
+                detail,
+            });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url,
+            detail: e.to_string(),
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -102,8 +130,15 @@ impl ChainClient {
     /// Anchors entries; one outcome per entry once committed.
     pub async fn submit(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, ClientError> {
         let url = format!("{}/v1/entries", self.base);
-        let sent = self.http.post(&url).json(&SubmitRequest { entries }).send().await;
-        Self::answer::<SubmitResponse>(url, sent).await.map(|response| response.results)
+        let sent = self
+            .http
+            .post(&url)
+            .json(&SubmitRequest { entries })
+            .send()
+            .await;
+        Self::answer::<SubmitResponse>(url, sent)
+            .await
+            .map(|response| response.results)
     }
 
     /// The chain head.
@@ -130,8 +165,11 @@ impl ChainClient {
         let mut blocks = Vec::new();
         loop {
             let from = blocks.len();
-            let page: Vec<SignedBlock> =
-                self.get(&format!("/v1/blocks?from={from}&limit={MAX_BLOCKS_PER_PAGE}")).await?;
+            let page: Vec<SignedBlock> = self
+                .get(&format!(
+                    "/v1/blocks?from={from}&limit={MAX_BLOCKS_PER_PAGE}"
+                ))
+                .await?;
             if page.is_empty() {
                 return Ok(blocks);
             }

@@ -3,13 +3,17 @@
 //!
 //! This module knows nothing of signatures or auditing: Raft makes every honest validator apply
 //! the same proposals in the same order; `state` and `verify` make a dishonest one detectable.
+// The error types here are openraft's, fixed by the traits this module implements.
+#![allow(clippy::result_large_err)]
 
 use crate::state::{Proposal, ProposalOutcome};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use serde::{de::DeserializeOwned, Serialize};
@@ -73,7 +77,11 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetwork {
     type Network = HttpPeer;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> HttpPeer {
-        HttpPeer { client: self.client.clone(), target, node: node.clone() }
+        HttpPeer {
+            client: self.client.clone(),
+            target,
+            node: node.clone(),
+        }
     }
 }
 
@@ -96,7 +104,8 @@ impl HttpPeer {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
-        let body = bincode::serialize(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body =
+            bincode::serialize(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let response = self
             .client
             .post(format!("http://{}{}", self.node.addr, path))
@@ -105,10 +114,19 @@ impl HttpPeer {
             .send()
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let bytes = response.bytes().await.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let answer: Result<Resp, Err> =
             bincode::deserialize(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        answer.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        answer.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 
@@ -125,7 +143,10 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         self.call(SNAPSHOT_PATH, &rpc, option.hard_ttl()).await
     }
 
@@ -149,7 +170,9 @@ mod tests {
     struct TempStores;
 
     impl StoreBuilder<TypeConfig, LogStore, ChainStore, tempfile::TempDir> for TempStores {
-        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, ChainStore), StorageError<u64>> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, ChainStore), StorageError<u64>> {
             let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
             let spec = GenesisSpec {
                 chain_name: "suite".into(),
@@ -172,7 +195,9 @@ mod tests {
 
     #[test]
     fn storage_passes_the_openraft_suite() {
-        let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
         Suite::test_all(TempStores).unwrap();
     }
 }

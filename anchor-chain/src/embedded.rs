@@ -2,12 +2,12 @@
 //! consensus and signing as a cluster member, with no HTTP listener; the key and genesis are
 //! created in the data directory the first time.
 
+use crate::block::SignedBlock;
 use crate::block::ValidatorKey;
 use crate::node::{StartError, SubmitError, Validator, ValidatorConfig};
 use crate::state::EntryOutcome;
 use crate::types::{ApprovalPolicy, Entry, GenesisSpec, Hash32, Member};
 use crate::verify::EntryProof;
-use crate::block::SignedBlock;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,16 +44,22 @@ impl EmbeddedChain {
     /// Opens the chain in `dir`, creating key and genesis on first use, and waits until it
     /// accepts submissions.
     pub async fn open(dir: &Path) -> Result<EmbeddedChain, EmbeddedError> {
-        let setup = |what: &str, error: &dyn std::fmt::Display| EmbeddedError::Setup(format!("{what}: {error}"));
+        let setup = |what: &str, error: &dyn std::fmt::Display| {
+            EmbeddedError::Setup(format!("{what}: {error}"))
+        };
         std::fs::create_dir_all(dir).map_err(|e| setup("data directory", &e))?;
         let key_path = dir.join(KEY_FILE);
         if !key_path.exists() {
-            ValidatorKey::generate().save(&key_path).map_err(|e| setup("key", &e))?;
+            ValidatorKey::generate()
+                .save(&key_path)
+                .map_err(|e| setup("key", &e))?;
         }
         let key = ValidatorKey::load(&key_path).map_err(|e| setup("key", &e))?;
         let genesis_path = dir.join(GENESIS_FILE);
         if !genesis_path.exists() {
-            let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let timestamp_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
             let spec = GenesisSpec {
                 chain_name: "medvault-embedded".into(),
                 timestamp_ms,
@@ -69,10 +75,15 @@ impl EmbeddedChain {
             std::fs::write(&genesis_path, json).map_err(|e| setup("genesis", &e))?;
         }
         let genesis_json = std::fs::read(&genesis_path).map_err(|e| setup("genesis", &e))?;
-        let genesis: GenesisSpec = serde_json::from_slice(&genesis_json).map_err(|e| setup("genesis", &e))?;
-        let validator =
-            Validator::start(ValidatorConfig { data_dir: dir.to_owned(), member_id: EMBEDDED_MEMBER, key, genesis })
-                .await?;
+        let genesis: GenesisSpec =
+            serde_json::from_slice(&genesis_json).map_err(|e| setup("genesis", &e))?;
+        let validator = Validator::start(ValidatorConfig {
+            data_dir: dir.to_owned(),
+            member_id: EMBEDDED_MEMBER,
+            key,
+            genesis,
+        })
+        .await?;
         let patience = Duration::from_secs(10);
         let mut metrics = validator.raft().metrics();
         let became_leader = tokio::time::timeout(patience, async {
@@ -107,7 +118,10 @@ impl EmbeddedChain {
 
     /// Height of the last block.
     pub fn head_height(&self) -> u64 {
-        self.validator.state().read().map_or(0, |state| state.head_height())
+        self.validator
+            .state()
+            .read()
+            .map_or(0, |state| state.head_height())
     }
 
     /// The validator underneath (to serve it over HTTP as well, for example).
@@ -129,11 +143,16 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn anchors_survive_a_restart_and_audit() {
         let dir = tempfile::tempdir().unwrap();
-        let entries: Vec<Entry> =
-            (0u32..300).map(|i| Entry::RecordAnchor { leaf: Hash32::digest(&[&i.to_be_bytes()]) }).collect();
+        let entries: Vec<Entry> = (0u32..300)
+            .map(|i| Entry::RecordAnchor {
+                leaf: Hash32::digest(&[&i.to_be_bytes()]),
+            })
+            .collect();
         let chain = EmbeddedChain::open(dir.path()).await.unwrap();
         let outcomes = chain.submit(entries[..200].to_vec()).await.unwrap();
-        assert!(outcomes.iter().all(|o| matches!(o, EntryOutcome::Anchored(_))));
+        assert!(outcomes
+            .iter()
+            .all(|o| matches!(o, EntryOutcome::Anchored(_))));
         chain.shutdown().await;
         drop(chain);
 
@@ -142,8 +161,12 @@ mod tests {
         assert_eq!(outcomes.len(), 150);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let blocks = loop {
-            let blocks: Vec<_> = (0..=chain.head_height()).filter_map(|h| chain.block(h)).collect();
-            if blocks.iter().all(|b| !b.signatures.is_empty()) || std::time::Instant::now() > deadline {
+            let blocks: Vec<_> = (0..=chain.head_height())
+                .filter_map(|h| chain.block(h))
+                .collect();
+            if blocks.iter().all(|b| !b.signatures.is_empty())
+                || std::time::Instant::now() > deadline
+            {
                 break blocks;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

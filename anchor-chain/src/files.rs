@@ -28,17 +28,30 @@ pub enum JsonFileError {
 
 /// Reads a JSON file into `T`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, JsonFileError> {
-    let bytes = std::fs::read(path).map_err(|source| JsonFileError::Io { path: path.to_owned(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| JsonFileError::Format { path: path.to_owned(), source })
+    let bytes = std::fs::read(path).map_err(|source| JsonFileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| JsonFileError::Format {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `value` as pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), JsonFileError> {
-    let text = serde_json::to_vec_pretty(value).map_err(|source| JsonFileError::Format { path: path.to_owned(), source })?;
-    std::fs::write(path, text).map_err(|source| JsonFileError::Io { path: path.to_owned(), source })
+    let text = serde_json::to_vec_pretty(value).map_err(|source| JsonFileError::Format {
+        path: path.to_owned(),
+        source,
+    })?;
+    std::fs::write(path, text).map_err(|source| JsonFileError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Pretty JSON for printing; values of this crate always serialize.
 pub fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    serde_json::to_string_pretty(value)
+        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
 }

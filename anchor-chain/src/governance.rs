@@ -4,8 +4,8 @@
 
 use crate::block::{block_signature_message, verify_signature, BlockSignature, ValidatorKey};
 use crate::types::{
-    action_bytes, Approval, ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
-    MemberId,
+    action_bytes, Approval, ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Hash32,
+    Member, MemberId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -83,13 +83,25 @@ pub struct MemberSet {
 impl MemberSet {
     /// The founding set named by genesis.
     pub fn founding(spec: &GenesisSpec) -> Result<MemberSet, GovernanceError> {
-        let members: BTreeMap<MemberId, Member> =
-            spec.founders.iter().map(|member| (member.id, member.clone())).collect();
-        let keys: BTreeSet<_> = spec.founders.iter().map(|member| member.public_key).collect();
-        if members.is_empty() || members.len() != spec.founders.len() || keys.len() != members.len() {
+        let members: BTreeMap<MemberId, Member> = spec
+            .founders
+            .iter()
+            .map(|member| (member.id, member.clone()))
+            .collect();
+        let keys: BTreeSet<_> = spec
+            .founders
+            .iter()
+            .map(|member| member.public_key)
+            .collect();
+        if members.is_empty() || members.len() != spec.founders.len() || keys.len() != members.len()
+        {
             return Err(GovernanceError::BadFounders);
         }
-        Ok(MemberSet { members, policy: spec.approval_policy, epoch: 0 })
+        Ok(MemberSet {
+            members,
+            policy: spec.approval_policy,
+            epoch: 0,
+        })
     }
 
     /// Signatures needed for a block to be final: a strict majority.
@@ -111,43 +123,70 @@ impl MemberSet {
     }
 
     /// Whether `signature` is a valid member signature over the header with `header_hash`.
-    pub fn verifies_block_signature(&self, header_hash: &Hash32, signature: &BlockSignature) -> bool {
+    pub fn verifies_block_signature(
+        &self,
+        header_hash: &Hash32,
+        signature: &BlockSignature,
+    ) -> bool {
         self.members.get(&signature.signer).is_some_and(|member| {
-            verify_signature(&member.public_key, &block_signature_message(header_hash), &signature.signature)
+            verify_signature(
+                &member.public_key,
+                &block_signature_message(header_hash),
+                &signature.signature,
+            )
         })
     }
 
     /// The set after `governance`, if its approvals satisfy this set's policy.
-    pub fn apply(&self, chain_id: &Hash32, governance: &Governance) -> Result<MemberSet, GovernanceError> {
+    pub fn apply(
+        &self,
+        chain_id: &Hash32,
+        governance: &Governance,
+    ) -> Result<MemberSet, GovernanceError> {
         let epoch = match governance.action {
             GovernanceAction::Admit { epoch, .. } | GovernanceAction::Remove { epoch, .. } => epoch,
         };
         if epoch != self.epoch {
-            return Err(GovernanceError::EpochMismatch { expected: self.epoch, found: epoch });
+            return Err(GovernanceError::EpochMismatch {
+                expected: self.epoch,
+                found: epoch,
+            });
         }
         let message = approval_message(chain_id, &governance.action);
         let mut approvers = BTreeSet::new();
         for approval in &governance.approvals {
-            let member = self
-                .members
-                .get(&approval.approver)
-                .ok_or(GovernanceError::UnknownApprover { approver: approval.approver })?;
+            let member =
+                self.members
+                    .get(&approval.approver)
+                    .ok_or(GovernanceError::UnknownApprover {
+                        approver: approval.approver,
+                    })?;
             if !approvers.insert(approval.approver) {
-                return Err(GovernanceError::DuplicateApprover { approver: approval.approver });
+                return Err(GovernanceError::DuplicateApprover {
+                    approver: approval.approver,
+                });
             }
             if !verify_signature(&member.public_key, &message, &approval.signature) {
-                return Err(GovernanceError::BadApproval { approver: approval.approver });
+                return Err(GovernanceError::BadApproval {
+                    approver: approval.approver,
+                });
             }
         }
         let need = self.approval_threshold();
         if approvers.len() < need {
-            return Err(GovernanceError::NotEnoughApprovals { have: approvers.len(), need });
+            return Err(GovernanceError::NotEnoughApprovals {
+                have: approvers.len(),
+                need,
+            });
         }
         let mut next = self.clone();
         next.epoch += 1;
         match &governance.action {
             GovernanceAction::Admit { member, .. } => {
-                let key_taken = self.members.values().any(|m| m.public_key == member.public_key);
+                let key_taken = self
+                    .members
+                    .values()
+                    .any(|m| m.public_key == member.public_key);
                 if self.contains(member.id) || key_taken {
                     return Err(GovernanceError::AlreadyMember { id: member.id });
                 }
@@ -173,8 +212,16 @@ pub fn approval_message(chain_id: &Hash32, action: &GovernanceAction) -> Vec<u8>
 }
 
 /// A member's approval of `action`.
-pub fn approve(key: &ValidatorKey, approver: MemberId, chain_id: &Hash32, action: &GovernanceAction) -> Approval {
-    Approval { approver, signature: key.sign(&approval_message(chain_id, action)) }
+pub fn approve(
+    key: &ValidatorKey,
+    approver: MemberId,
+    chain_id: &Hash32,
+    action: &GovernanceAction,
+) -> Approval {
+    Approval {
+        approver,
+        signature: key.sign(&approval_message(chain_id, action)),
+    }
 }
 
 /// Member sets over the whole chain: which set is in force at each height.
@@ -190,7 +237,9 @@ pub struct MemberHistory {
 impl MemberHistory {
     /// History starting with the founders, in force from height 0.
     pub fn new(founders: MemberSet) -> MemberHistory {
-        MemberHistory { changes: vec![(0, founders)] }
+        MemberHistory {
+            changes: vec![(0, founders)],
+        }
     }
 
     /// The set in force at `height`; `None` before genesis is known.
@@ -217,25 +266,41 @@ mod tests {
     use crate::types::PublicKeyBytes;
 
     fn member(id: MemberId, key: &ValidatorKey) -> Member {
-        Member { id, name: format!("hospital {id}"), public_key: key.public_key(), address: format!("127.0.0.1:{id}") }
+        Member {
+            id,
+            name: format!("hospital {id}"),
+            public_key: key.public_key(),
+            address: format!("127.0.0.1:{id}"),
+        }
     }
 
     fn founders(count: u64, policy: ApprovalPolicy) -> (Vec<ValidatorKey>, MemberSet) {
-        let keys: Vec<ValidatorKey> = (1..=count).map(|i| ValidatorKey::from_seed([i as u8; 32])).collect();
+        let keys: Vec<ValidatorKey> = (1..=count)
+            .map(|i| ValidatorKey::from_seed([i as u8; 32]))
+            .collect();
         let spec = GenesisSpec {
             chain_name: "test".into(),
             timestamp_ms: 0,
             approval_policy: policy,
-            founders: keys.iter().enumerate().map(|(i, k)| member(i as u64 + 1, k)).collect(),
+            founders: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| member(i as u64 + 1, k))
+                .collect(),
         };
         (keys, MemberSet::founding(&spec).unwrap())
     }
 
     fn admit_four(keys: &[ValidatorKey], approvers: &[u64]) -> Governance {
         let newcomer = ValidatorKey::from_seed([4; 32]);
-        let action = GovernanceAction::Admit { member: member(4, &newcomer), epoch: 0 };
-        let approvals =
-            approvers.iter().map(|&id| approve(&keys[id as usize - 1], id, &Hash32::ZERO, &action)).collect();
+        let action = GovernanceAction::Admit {
+            member: member(4, &newcomer),
+            epoch: 0,
+        };
+        let approvals = approvers
+            .iter()
+            .map(|&id| approve(&keys[id as usize - 1], id, &Hash32::ZERO, &action))
+            .collect();
         Governance { action, approvals }
     }
 
@@ -243,8 +308,13 @@ mod tests {
     fn admission_needs_a_majority() {
         let (keys, set) = founders(3, ApprovalPolicy::Majority);
         let refused = set.apply(&Hash32::ZERO, &admit_four(&keys, &[1]));
-        assert_eq!(refused, Err(GovernanceError::NotEnoughApprovals { have: 1, need: 2 }));
-        let admitted = set.apply(&Hash32::ZERO, &admit_four(&keys, &[1, 3])).unwrap();
+        assert_eq!(
+            refused,
+            Err(GovernanceError::NotEnoughApprovals { have: 1, need: 2 })
+        );
+        let admitted = set
+            .apply(&Hash32::ZERO, &admit_four(&keys, &[1, 3]))
+            .unwrap();
         assert!(admitted.contains(4));
         assert_eq!(admitted.epoch, 1);
         assert_eq!(admitted.finality_threshold(), 3);
@@ -253,8 +323,12 @@ mod tests {
     #[test]
     fn the_all_policy_needs_everyone() {
         let (keys, set) = founders(3, ApprovalPolicy::All);
-        assert!(set.apply(&Hash32::ZERO, &admit_four(&keys, &[1, 2])).is_err());
-        assert!(set.apply(&Hash32::ZERO, &admit_four(&keys, &[1, 2, 3])).is_ok());
+        assert!(set
+            .apply(&Hash32::ZERO, &admit_four(&keys, &[1, 2]))
+            .is_err());
+        assert!(set
+            .apply(&Hash32::ZERO, &admit_four(&keys, &[1, 2, 3]))
+            .is_ok());
     }
 
     #[test]
@@ -262,12 +336,28 @@ mod tests {
         let (keys, set) = founders(3, ApprovalPolicy::Majority);
         let governance = admit_four(&keys, &[1, 2]);
         let admitted = set.apply(&Hash32::ZERO, &governance).unwrap();
-        let removal = GovernanceAction::Remove { member_id: 4, epoch: 1 };
-        let approvals = (1..=3).map(|id| approve(&keys[id as usize - 1], id, &Hash32::ZERO, &removal)).collect();
-        let removed = admitted.apply(&Hash32::ZERO, &Governance { action: removal, approvals }).unwrap();
+        let removal = GovernanceAction::Remove {
+            member_id: 4,
+            epoch: 1,
+        };
+        let approvals = (1..=3)
+            .map(|id| approve(&keys[id as usize - 1], id, &Hash32::ZERO, &removal))
+            .collect();
+        let removed = admitted
+            .apply(
+                &Hash32::ZERO,
+                &Governance {
+                    action: removal,
+                    approvals,
+                },
+            )
+            .unwrap();
         assert_eq!(
             removed.apply(&Hash32::ZERO, &governance),
-            Err(GovernanceError::EpochMismatch { expected: 2, found: 0 })
+            Err(GovernanceError::EpochMismatch {
+                expected: 2,
+                found: 0
+            })
         );
     }
 
@@ -276,10 +366,16 @@ mod tests {
         let (keys, set) = founders(3, ApprovalPolicy::Majority);
         let mut governance = admit_four(&keys, &[1, 2]);
         governance.approvals[1].signature.0[0] ^= 1;
-        assert_eq!(set.apply(&Hash32::ZERO, &governance), Err(GovernanceError::BadApproval { approver: 2 }));
+        assert_eq!(
+            set.apply(&Hash32::ZERO, &governance),
+            Err(GovernanceError::BadApproval { approver: 2 })
+        );
         let mut governance = admit_four(&keys, &[1, 2]);
         governance.approvals[1].approver = 9;
-        assert_eq!(set.apply(&Hash32::ZERO, &governance), Err(GovernanceError::UnknownApprover { approver: 9 }));
+        assert_eq!(
+            set.apply(&Hash32::ZERO, &governance),
+            Err(GovernanceError::UnknownApprover { approver: 9 })
+        );
     }
 
     #[test]
@@ -289,7 +385,12 @@ mod tests {
         let mut later = set.clone();
         later.members.insert(
             2,
-            Member { id: 2, name: "b".into(), public_key: PublicKeyBytes([2; 32]), address: "x".into() },
+            Member {
+                id: 2,
+                name: "b".into(),
+                public_key: PublicKeyBytes([2; 32]),
+                address: "x".into(),
+            },
         );
         history.record(5, later.clone());
         assert_eq!(history.at(4), Some(&set));

@@ -78,7 +78,11 @@ pub fn prove(leaves: &[Hash32], index: usize) -> Option<InclusionProof> {
         level = next_level(&level);
         position /= 2;
     }
-    Some(InclusionProof { index: index as u64, tree_size: leaves.len() as u64, path })
+    Some(InclusionProof {
+        index: index as u64,
+        tree_size: leaves.len() as u64,
+        path,
+    })
 }
 
 impl InclusionProof {
@@ -121,7 +125,9 @@ mod tests {
     use super::*;
 
     fn leaves(count: usize) -> Vec<Hash32> {
-        (0..count as u32).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+        (0..count as u32)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect()
     }
 
     /// The RFC 9162 definition, written recursively, to check the iterative one against.
@@ -134,7 +140,10 @@ mod tests {
                 while split * 2 < n {
                     split *= 2;
                 }
-                node_hash(&reference_root(&leaves[..split]), &reference_root(&leaves[split..]))
+                node_hash(
+                    &reference_root(&leaves[..split]),
+                    &reference_root(&leaves[split..]),
+                )
             }
         }
     }
@@ -142,7 +151,11 @@ mod tests {
     #[test]
     fn root_matches_the_rfc_split_for_every_size_up_to_70() {
         for size in 0..70 {
-            assert_eq!(root(&leaves(size)), reference_root(&leaves(size)), "size {size}");
+            assert_eq!(
+                root(&leaves(size)),
+                reference_root(&leaves(size)),
+                "size {size}"
+            );
         }
     }
 

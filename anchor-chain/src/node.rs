@@ -74,7 +74,10 @@ pub enum SubmitError {
 }
 
 enum Submission {
-    Entries { entries: Vec<Entry>, reply: oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>> },
+    Entries {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>>,
+    },
     Signatures(Vec<HeightSignature>),
 }
 
@@ -90,15 +93,19 @@ pub struct Validator {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Validator {
     /// Opens the stores, starts Raft and the background tasks. The founder with the lowest id
     /// initializes the Raft group from genesis the first time; others wait to be contacted.
     pub async fn start(config: ValidatorConfig) -> Result<Validator, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
         let log = LogStore::open(&config.data_dir.join(LOG_FILE))?;
         let chain = ChainStore::open(&config.data_dir.join(CHAIN_FILE), &config.genesis)?;
         let state = chain.state();
@@ -107,25 +114,51 @@ impl Validator {
             .pool_max_idle_per_host(64)
             .build()
             .map_err(|e| StartError::Consensus(e.to_string()))?;
-        let raft_settings = raft_config(&config.genesis.chain_name).map_err(|e| StartError::Consensus(e.to_string()))?;
-        let raft = ChainRaft::new(config.member_id, Arc::new(raft_settings), HttpNetwork::new(http.clone()), log, chain)
-            .await
+        let raft_settings = raft_config(&config.genesis.chain_name)
             .map_err(|e| StartError::Consensus(e.to_string()))?;
+        let raft = ChainRaft::new(
+            config.member_id,
+            Arc::new(raft_settings),
+            HttpNetwork::new(http.clone()),
+            log,
+            chain,
+        )
+        .await
+        .map_err(|e| StartError::Consensus(e.to_string()))?;
 
         let first_founder = config.genesis.founders.iter().map(|m| m.id).min();
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Consensus(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Consensus(e.to_string()))?;
         if !initialized && first_founder == Some(config.member_id) {
             let voters: BTreeMap<u64, BasicNode> = config
                 .genesis
                 .founders
                 .iter()
-                .map(|m| (m.id, BasicNode { addr: m.address.clone() }))
+                .map(|m| {
+                    (
+                        m.id,
+                        BasicNode {
+                            addr: m.address.clone(),
+                        },
+                    )
+                })
                 .collect();
-            raft.initialize(voters).await.map_err(|e| StartError::Consensus(e.to_string()))?;
+            raft.initialize(voters)
+                .await
+                .map_err(|e| StartError::Consensus(e.to_string()))?;
         }
 
         let (queue, submissions) = mpsc::channel(SUBMISSION_QUEUE);
-        let validator = Validator { member_id: config.member_id, raft, state, queue, head, http };
+        let validator = Validator {
+            member_id: config.member_id,
+            raft,
+            state,
+            queue,
+            head,
+            http,
+        };
         tokio::spawn(validator.clone().run_batcher(submissions));
         tokio::spawn(validator.clone().run_signer(Arc::new(config.key)));
         tokio::spawn(validator.clone().run_membership());
@@ -156,7 +189,12 @@ impl Validator {
     pub fn leader(&self) -> Option<(MemberId, String)> {
         let metrics = self.raft.metrics().borrow().clone();
         let leader = metrics.current_leader?;
-        let address = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        let address = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .addr
+            .clone();
         Some((leader, address))
     }
 
@@ -164,19 +202,29 @@ impl Validator {
     /// outcome per entry. Only the leader accepts; others answer [`SubmitError::NotLeader`].
     pub async fn submit(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, SubmitError> {
         if self.raft.metrics().borrow().current_leader != Some(self.member_id) {
-            return Err(SubmitError::NotLeader { leader: self.leader().map(|(_, address)| address) });
+            return Err(SubmitError::NotLeader {
+                leader: self.leader().map(|(_, address)| address),
+            });
         }
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Submission::Entries { entries, reply }).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::Unavailable("batcher stopped".into()),
-        })?;
-        answer.await.map_err(|_| SubmitError::Unavailable("proposal dropped".into()))?
+        self.queue
+            .try_send(Submission::Entries { entries, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    SubmitError::Unavailable("batcher stopped".into())
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| SubmitError::Unavailable("proposal dropped".into()))?
     }
 
     /// Accepts validators' block signatures for the next proposal (leader only).
     pub fn accept_signatures(&self, signatures: Vec<HeightSignature>) -> Result<(), SubmitError> {
-        self.queue.try_send(Submission::Signatures(signatures)).map_err(|_| SubmitError::Overloaded)
+        self.queue
+            .try_send(Submission::Signatures(signatures))
+            .map_err(|_| SubmitError::Overloaded)
     }
 
     /// Stops Raft.
@@ -193,7 +241,10 @@ impl Validator {
                 return;
             };
             let mut waiting = Vec::new();
-            let mut proposal = Proposal { proposer: self.member_id, ..Proposal::default() };
+            let mut proposal = Proposal {
+                proposer: self.member_id,
+                ..Proposal::default()
+            };
             let mut next = Some(first);
             while let Some(submission) = next.take() {
                 match submission {
@@ -215,8 +266,15 @@ impl Validator {
                 match result {
                     Ok(response) => {
                         for (start, count, reply) in waiting {
-                            let outcomes = response.data.outcomes.get(start..start + count).map(<[_]>::to_vec);
-                            let _ = reply.send(outcomes.ok_or_else(|| SubmitError::Unavailable("short outcome".into())));
+                            let outcomes = response
+                                .data
+                                .outcomes
+                                .get(start..start + count)
+                                .map(<[_]>::to_vec);
+                            let _ =
+                                reply.send(outcomes.ok_or_else(|| {
+                                    SubmitError::Unavailable("short outcome".into())
+                                }));
                         }
                     }
                     Err(error) => {
@@ -228,7 +286,9 @@ impl Validator {
                         };
                         for (_, _, reply) in waiting {
                             let failure = match &leader {
-                                Some(leader) => SubmitError::NotLeader { leader: leader.clone() },
+                                Some(leader) => SubmitError::NotLeader {
+                                    leader: leader.clone(),
+                                },
                                 None => SubmitError::Unavailable(error.to_string()),
                             };
                             let _ = reply.send(Err(failure));
@@ -250,7 +310,9 @@ impl Validator {
                 };
                 while lowest_unsigned <= state.head_height()
                     && (state.has_signed(self.member_id, lowest_unsigned)
-                        || !state.members_at(lowest_unsigned).is_some_and(|m| m.contains(self.member_id)))
+                        || !state
+                            .members_at(lowest_unsigned)
+                            .is_some_and(|m| m.contains(self.member_id)))
                 {
                     lowest_unsigned += 1;
                 }
@@ -258,13 +320,20 @@ impl Validator {
                 (lowest_unsigned..=state.head_height())
                     .filter(|&height| {
                         !state.has_signed(self.member_id, height)
-                            && state.members_at(height).is_some_and(|m| m.contains(self.member_id))
-                            && sent.get(&height).is_none_or(|at| at.elapsed() > SIGNATURE_RESEND)
+                            && state
+                                .members_at(height)
+                                .is_some_and(|m| m.contains(self.member_id))
+                            && sent
+                                .get(&height)
+                                .is_none_or(|at| at.elapsed() > SIGNATURE_RESEND)
                     })
                     .take(MAX_BLOCK_ENTRIES)
                     .filter_map(|height| {
                         let header = &state.block(height)?.block.header;
-                        Some(HeightSignature { height, signature: key.sign_block(self.member_id, header) })
+                        Some(HeightSignature {
+                            height,
+                            signature: key.sign_block(self.member_id, header),
+                        })
                     })
                     .collect()
             };
@@ -279,10 +348,18 @@ impl Validator {
 
     async fn send_signatures(&self, signatures: &[HeightSignature]) -> bool {
         match self.leader() {
-            Some((leader, _)) if leader == self.member_id => self.accept_signatures(signatures.to_vec()).is_ok(),
+            Some((leader, _)) if leader == self.member_id => {
+                self.accept_signatures(signatures.to_vec()).is_ok()
+            }
             Some((_, address)) => {
                 let url = format!("http://{address}{}", crate::api::SIGNATURES_PATH);
-                let sent = self.http.post(url).timeout(Duration::from_secs(2)).json(signatures).send().await;
+                let sent = self
+                    .http
+                    .post(url)
+                    .timeout(Duration::from_secs(2))
+                    .json(signatures)
+                    .send()
+                    .await;
                 sent.is_ok_and(|response| response.status().is_success())
             }
             None => false,
@@ -317,11 +394,19 @@ impl Validator {
         }
         for member in members.members.values() {
             if membership.get_node(&member.id).is_none() {
-                let node = BasicNode { addr: member.address.clone() };
-                self.raft.add_learner(member.id, node, true).await.map_err(|e| e.to_string())?;
+                let node = BasicNode {
+                    addr: member.address.clone(),
+                };
+                self.raft
+                    .add_learner(member.id, node, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
         }
-        self.raft.change_membership(wanted, false).await.map_err(|e| e.to_string())?;
+        self.raft
+            .change_membership(wanted, false)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -102,7 +102,10 @@ impl ChainState {
         let chain_id = genesis.header.hash();
         let entry_index = [(genesis.entries[0].hash(), (0, 0))].into_iter().collect();
         Ok(ChainState {
-            blocks: vec![SignedBlock { block: genesis, signatures: Vec::new() }],
+            blocks: vec![SignedBlock {
+                block: genesis,
+                signatures: Vec::new(),
+            }],
             entry_index,
             history: MemberHistory::new(founders),
             chain_id,
@@ -134,7 +137,10 @@ impl ChainState {
         let mut last_final = None;
         for signed in &self.blocks {
             let height = signed.block.header.height;
-            let need = self.history.at(height).map_or(usize::MAX, MemberSet::finality_threshold);
+            let need = self
+                .history
+                .at(height)
+                .map_or(usize::MAX, MemberSet::finality_threshold);
             if signed.signatures.len() < need {
                 break;
             }
@@ -150,12 +156,15 @@ impl ChainState {
 
     /// The member set in force for the next block.
     pub fn current_members(&self) -> &MemberSet {
-        self.history.at(self.head_height() + 1).unwrap_or_else(|| unreachable!("genesis set is always recorded"))
+        self.history
+            .at(self.head_height() + 1)
+            .unwrap_or_else(|| unreachable!("genesis set is always recorded"))
     }
 
     /// Whether `member` has a recorded signature on the block at `height`.
     pub fn has_signed(&self, member: MemberId, height: u64) -> bool {
-        self.block(height).is_some_and(|signed| signed.signatures.iter().any(|s| s.signer == member))
+        self.block(height)
+            .is_some_and(|signed| signed.signatures.iter().any(|s| s.signer == member))
     }
 
     /// Where `entry_hash` is anchored, if it is.
@@ -190,7 +199,9 @@ impl ChainState {
             return Ok(Some(receipt));
         }
         if let Entry::Governance(governance) = entry {
-            self.current_members().apply(&self.chain_id, governance).map_err(|error| error.to_string())?;
+            self.current_members()
+                .apply(&self.chain_id, governance)
+                .map_err(|error| error.to_string())?;
         }
         Ok(None)
     }
@@ -296,12 +307,16 @@ impl ChainState {
     fn push_block(&mut self, block: Block, new_members: Option<MemberSet>) {
         let height = block.header.height;
         for (index, entry) in block.entries.iter().enumerate() {
-            self.entry_index.insert(entry.hash(), (height, index as u32));
+            self.entry_index
+                .insert(entry.hash(), (height, index as u32));
         }
         if let Some(members) = new_members {
             self.history.record(height + 1, members);
         }
-        self.blocks.push(SignedBlock { block, signatures: Vec::new() });
+        self.blocks.push(SignedBlock {
+            block,
+            signatures: Vec::new(),
+        });
     }
 
     /// Re-applies a stored record (on restart or snapshot install). Blocks are taken as stored,
@@ -327,7 +342,9 @@ impl ChainState {
             }
             Record::Signature(signature) => {
                 if signature.height > self.head_height() {
-                    return Err(StateError::Discontinuous { height: signature.height });
+                    return Err(StateError::Discontinuous {
+                        height: signature.height,
+                    });
                 }
                 self.record_signature(signature);
             }
@@ -367,17 +384,26 @@ mod tests {
             chain_name: "state".into(),
             timestamp_ms: 100,
             approval_policy: ApprovalPolicy::Majority,
-            founders: (1..=3).map(|id| member(id, &keys[id as usize - 1])).collect(),
+            founders: (1..=3)
+                .map(|id| member(id, &keys[id as usize - 1]))
+                .collect(),
         };
         (keys, ChainState::new(&spec).unwrap())
     }
 
     fn member(id: u64, key: &ValidatorKey) -> Member {
-        Member { id, name: format!("h{id}"), public_key: key.public_key(), address: format!("127.0.0.1:{id}") }
+        Member {
+            id,
+            name: format!("h{id}"),
+            public_key: key.public_key(),
+            address: format!("127.0.0.1:{id}"),
+        }
     }
 
     fn anchor(i: u32) -> Entry {
-        Entry::RecordAnchor { leaf: Hash32::digest(&[&i.to_be_bytes()]) }
+        Entry::RecordAnchor {
+            leaf: Hash32::digest(&[&i.to_be_bytes()]),
+        }
     }
 
     fn sign_all(state: &mut ChainState, keys: &[ValidatorKey], signers: &[u64]) {
@@ -385,40 +411,82 @@ mod tests {
         for height in 0..=state.head_height() {
             let header = state.block(height).unwrap().block.header.clone();
             for &id in signers {
-                signatures.push(HeightSignature { height, signature: keys[id as usize - 1].sign_block(id, &header) });
+                signatures.push(HeightSignature {
+                    height,
+                    signature: keys[id as usize - 1].sign_block(id, &header),
+                });
             }
         }
-        state.apply(&Proposal { signatures, ..Proposal::default() });
+        state.apply(&Proposal {
+            signatures,
+            ..Proposal::default()
+        });
     }
 
     #[test]
     fn submission_is_idempotent_within_and_across_blocks() {
         let (_, mut state) = setup();
-        let (outcome, records) =
-            state.apply(&Proposal { proposer: 1, timestamp_ms: 5, entries: vec![anchor(1), anchor(1), anchor(2)], signatures: vec![] });
+        let (outcome, records) = state.apply(&Proposal {
+            proposer: 1,
+            timestamp_ms: 5,
+            entries: vec![anchor(1), anchor(1), anchor(2)],
+            signatures: vec![],
+        });
         assert_eq!(records.len(), 1);
         assert_eq!(state.head().block.entries.len(), 2);
-        assert_eq!(state.head().block.header.timestamp_ms, 100, "time never goes backwards");
-        let receipts: Vec<_> = outcome.outcomes.iter().map(|o| match o {
-            EntryOutcome::Anchored(r) => (r.height, r.index),
-            EntryOutcome::Rejected(reason) => panic!("{reason}"),
-        }).collect();
+        assert_eq!(
+            state.head().block.header.timestamp_ms,
+            100,
+            "time never goes backwards"
+        );
+        let receipts: Vec<_> = outcome
+            .outcomes
+            .iter()
+            .map(|o| match o {
+                EntryOutcome::Anchored(r) => (r.height, r.index),
+                EntryOutcome::Rejected(reason) => panic!("{reason}"),
+            })
+            .collect();
         assert_eq!(receipts, vec![(1, 0), (1, 0), (1, 1)]);
-        let (outcome, records) = state.apply(&Proposal { proposer: 1, timestamp_ms: 200, entries: vec![anchor(2)], signatures: vec![] });
+        let (outcome, records) = state.apply(&Proposal {
+            proposer: 1,
+            timestamp_ms: 200,
+            entries: vec![anchor(2)],
+            signatures: vec![],
+        });
         assert!(records.is_empty(), "nothing new: no block");
-        assert!(matches!(&outcome.outcomes[0], EntryOutcome::Anchored(r) if r.height == 1 && r.index == 1));
+        assert!(
+            matches!(&outcome.outcomes[0], EntryOutcome::Anchored(r) if r.height == 1 && r.index == 1)
+        );
     }
 
     #[test]
     fn signatures_are_recorded_once_and_only_when_valid() {
         let (keys, mut state) = setup();
-        state.apply(&Proposal { proposer: 1, timestamp_ms: 500, entries: vec![anchor(1)], signatures: vec![] });
+        state.apply(&Proposal {
+            proposer: 1,
+            timestamp_ms: 500,
+            entries: vec![anchor(1)],
+            signatures: vec![],
+        });
         let header = state.block(1).unwrap().block.header.clone();
-        let good = HeightSignature { height: 1, signature: keys[0].sign_block(1, &header) };
-        let outsider = HeightSignature { height: 1, signature: keys[3].sign_block(4, &header) };
-        let mut forged = HeightSignature { height: 1, signature: keys[1].sign_block(2, &header) };
+        let good = HeightSignature {
+            height: 1,
+            signature: keys[0].sign_block(1, &header),
+        };
+        let outsider = HeightSignature {
+            height: 1,
+            signature: keys[3].sign_block(4, &header),
+        };
+        let mut forged = HeightSignature {
+            height: 1,
+            signature: keys[1].sign_block(2, &header),
+        };
         forged.signature.signature.0[0] ^= 1;
-        let (_, records) = state.apply(&Proposal { signatures: vec![good.clone(), good, outsider, forged], ..Proposal::default() });
+        let (_, records) = state.apply(&Proposal {
+            signatures: vec![good.clone(), good, outsider, forged],
+            ..Proposal::default()
+        });
         assert_eq!(records.len(), 1);
         assert_eq!(state.block(1).unwrap().signatures.len(), 1);
         assert_eq!(state.final_height(), None);
@@ -429,15 +497,37 @@ mod tests {
     #[test]
     fn governance_is_checked_against_the_members_in_force() {
         let (keys, mut state) = setup();
-        let action = GovernanceAction::Admit { member: member(4, &keys[3]), epoch: 0 };
+        let action = GovernanceAction::Admit {
+            member: member(4, &keys[3]),
+            epoch: 0,
+        };
         let one = vec![approve(&keys[0], 1, &state.chain_id(), &action)];
-        let under = Entry::Governance(Governance { action: action.clone(), approvals: one });
+        let under = Entry::Governance(Governance {
+            action: action.clone(),
+            approvals: one,
+        });
         assert!(state.precheck(&under).is_err());
-        let (outcome, _) = state.apply(&Proposal { proposer: 1, timestamp_ms: 500, entries: vec![under], signatures: vec![] });
+        let (outcome, _) = state.apply(&Proposal {
+            proposer: 1,
+            timestamp_ms: 500,
+            entries: vec![under],
+            signatures: vec![],
+        });
         assert!(matches!(outcome.outcomes[0], EntryOutcome::Rejected(_)));
-        let two = vec![approve(&keys[0], 1, &state.chain_id(), &action), approve(&keys[2], 3, &state.chain_id(), &action)];
-        let admit = Entry::Governance(Governance { action, approvals: two });
-        state.apply(&Proposal { proposer: 1, timestamp_ms: 500, entries: vec![admit], signatures: vec![] });
+        let two = vec![
+            approve(&keys[0], 1, &state.chain_id(), &action),
+            approve(&keys[2], 3, &state.chain_id(), &action),
+        ];
+        let admit = Entry::Governance(Governance {
+            action,
+            approvals: two,
+        });
+        state.apply(&Proposal {
+            proposer: 1,
+            timestamp_ms: 500,
+            entries: vec![admit],
+            signatures: vec![],
+        });
         assert!(!state.members_at(1).unwrap().contains(4));
         assert!(state.current_members().contains(4));
     }
@@ -446,7 +536,12 @@ mod tests {
     fn replayed_records_rebuild_the_same_chain_and_it_audits() {
         let (keys, mut state) = setup();
         for round in 0..3 {
-            state.apply(&Proposal { proposer: 2, timestamp_ms: 1_000 + round, entries: (0..5).map(|i| anchor(round as u32 * 10 + i)).collect(), signatures: vec![] });
+            state.apply(&Proposal {
+                proposer: 2,
+                timestamp_ms: 1_000 + round,
+                entries: (0..5).map(|i| anchor(round as u32 * 10 + i)).collect(),
+                signatures: vec![],
+            });
         }
         sign_all(&mut state, &keys, &[1, 3]);
         let (_, mut copy) = setup();
@@ -454,7 +549,9 @@ mod tests {
             copy.replay(record).unwrap();
         }
         assert_eq!(copy.head(), state.head());
-        let blocks: Vec<_> = (0..=copy.head_height()).map(|h| copy.block(h).unwrap().clone()).collect();
+        let blocks: Vec<_> = (0..=copy.head_height())
+            .map(|h| copy.block(h).unwrap().clone())
+            .collect();
         let report = audit_chain(&blocks, Some(copy.chain_id())).unwrap();
         assert!(report.pending_tail.is_empty());
         let proof = copy.proof(&anchor(13).hash()).unwrap();

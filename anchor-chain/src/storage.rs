@@ -5,14 +5,16 @@
 //! Both survive `kill -9`: redb commits atomically, and a chain file torn mid-batch is cut back
 //! to its last checkpoint on open, so a half-written batch is re-applied from the log rather
 //! than kept twice.
+// The error types here are openraft's, fixed by the traits this module implements.
+#![allow(clippy::result_large_err)]
 
 use crate::consensus::TypeConfig;
 use crate::state::{ChainState, ProposalOutcome, Record, StateError};
 use crate::types::GenesisSpec;
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
 use openraft::{
-    Entry, EntryPayload, LogId, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    Entry, EntryPayload, LogId, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -83,7 +85,10 @@ pub struct LogStore {
 impl LogStore {
     /// Opens (or creates) the log database at `path`.
     pub fn open(path: &Path) -> Result<LogStore, OpenError> {
-        let failed = |source: redb::Error| OpenError::Log { path: path.to_owned(), source: Box::new(source) };
+        let failed = |source: redb::Error| OpenError::Log {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
         let db = Database::create(path).map_err(|e| failed(e.into()))?;
         let txn = db.begin_write().map_err(|e| failed(e.into()))?;
         txn.open_table(LOGS).map_err(|e| failed(e.into()))?;
@@ -92,8 +97,13 @@ impl LogStore {
         Ok(LogStore { db: Arc::new(db) })
     }
 
-    fn read_meta<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError<NodeId>> {
-        let read = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::read(openraft::AnyError::error(e));
+    fn read_meta<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError<NodeId>> {
+        let read = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::read(openraft::AnyError::error(e))
+        };
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(META).map_err(|e| read(&e))?;
         let Some(value) = table.get(key).map_err(|e| read(&e))? else {
@@ -103,7 +113,9 @@ impl LogStore {
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<NodeId>> {
-        let write = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::write(openraft::AnyError::error(e));
+        let write = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write(openraft::AnyError::error(e))
+        };
         let bytes = encode(value).map_err(|e| write(&e))?;
         let txn = self.db.begin_write().map_err(|e| write(&e))?;
         {
@@ -115,7 +127,9 @@ impl LogStore {
     }
 
     fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let read = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(e));
+        let read = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(e))
+        };
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(LOGS).map_err(|e| read(&e))?;
         let Some((_, value)) = table.last().map_err(|e| read(&e))? else {
@@ -125,11 +139,15 @@ impl LogStore {
     }
 
     fn remove_range(&self, range: impl RangeBounds<u64>) -> Result<(), StorageError<NodeId>> {
-        let write = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e));
+        let write = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e))
+        };
         let txn = self.db.begin_write().map_err(|e| write(&e))?;
         {
             let mut table = txn.open_table(LOGS).map_err(|e| write(&e))?;
-            table.retain_in(range, |_, _| false).map_err(|e| write(&e))?;
+            table
+                .retain_in(range, |_, _| false)
+                .map_err(|e| write(&e))?;
         }
         txn.commit().map_err(|e| write(&e))?;
         Ok(())
@@ -141,7 +159,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let read = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(e));
+        let read = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(e))
+        };
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(LOGS).map_err(|e| read(&e))?;
         let mut entries = Vec::new();
@@ -162,7 +182,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(entry) => Some(entry.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -177,32 +200,48 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(VOTE_KEY)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> Result<(), StorageError<NodeId>> {
         self.write_meta(COMMITTED_KEY, &committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Option<LogId<NodeId>>>(COMMITTED_KEY)?.flatten())
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED_KEY)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let write = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e));
+        let write = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e))
+        };
         let outcome = (|| {
             let txn = self.db.begin_write().map_err(|e| write(&e))?;
             {
                 let mut table = txn.open_table(LOGS).map_err(|e| write(&e))?;
                 for entry in entries {
                     let bytes = encode(&entry).map_err(|e| write(&e))?;
-                    table.insert(entry.log_id.index, bytes.as_slice()).map_err(|e| write(&e))?;
+                    table
+                        .insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(|e| write(&e))?;
                 }
             }
             txn.commit().map_err(|e| write(&e))
         })();
-        let flushed = outcome.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+        let flushed = outcome
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(flushed);
         Ok(outcome?)
     }
@@ -288,19 +327,31 @@ fn frame(item: &FileItem, out: &mut Vec<u8>) -> Result<(), bincode::Error> {
 impl ChainStore {
     /// Opens (or creates) the chain file at `path` for the chain founded by `spec`.
     pub fn open(path: &Path, spec: &GenesisSpec) -> Result<ChainStore, OpenError> {
-        let io_failed = |source| OpenError::Chain { path: path.to_owned(), source };
-        let mut file =
-            OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_failed)?;
+        let io_failed = |source| OpenError::Chain {
+            path: path.to_owned(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_failed)?;
         let (records, checkpoint, durable_end) = read_chain_file(&mut file).map_err(io_failed)?;
         file.set_len(durable_end).map_err(io_failed)?;
         file.sync_all().map_err(io_failed)?;
-        let inconsistent = |source| OpenError::Inconsistent { path: path.to_owned(), source };
+        let inconsistent = |source| OpenError::Inconsistent {
+            path: path.to_owned(),
+            source,
+        };
         let mut state = ChainState::new(spec).map_err(inconsistent)?;
         for record in records {
             state.replay(record).map_err(inconsistent)?;
         }
-        let checkpoint =
-            checkpoint.unwrap_or(Checkpoint { last_applied: None, membership: StoredMembership::default() });
+        let checkpoint = checkpoint.unwrap_or(Checkpoint {
+            last_applied: None,
+            membership: StoredMembership::default(),
+        });
         let (applied, _) = tokio::sync::watch::channel(state.head_height());
         Ok(ChainStore {
             state: Arc::new(RwLock::new(state)),
@@ -314,10 +365,16 @@ impl ChainStore {
 
     /// Reads a chain file without opening it for writing: what the offline auditor uses.
     pub fn read_blocks(path: &Path, spec: &GenesisSpec) -> Result<ChainState, OpenError> {
-        let io_failed = |source| OpenError::Chain { path: path.to_owned(), source };
+        let io_failed = |source| OpenError::Chain {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = File::open(path).map_err(io_failed)?;
         let (records, _, _) = read_chain_file(&mut file).map_err(io_failed)?;
-        let inconsistent = |source| OpenError::Inconsistent { path: path.to_owned(), source };
+        let inconsistent = |source| OpenError::Inconsistent {
+            path: path.to_owned(),
+            source,
+        };
         let mut state = ChainState::new(spec).map_err(inconsistent)?;
         for record in records {
             state.replay(record).map_err(inconsistent)?;
@@ -336,9 +393,14 @@ impl ChainStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let failed = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::read_state_machine(openraft::AnyError::error(e));
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::read_state_machine(openraft::AnyError::error(e))
+        };
         let records = self.state.read().map_err(|e| failed(&e))?.to_records();
-        let body = SnapshotBody { checkpoint: self.checkpoint.clone(), records };
+        let body = SnapshotBody {
+            checkpoint: self.checkpoint.clone(),
+            records,
+        };
         let bytes = encode(&body).map_err(|e| failed(&e))?;
         let last = self.checkpoint.last_applied;
         let snapshot_id = match last {
@@ -356,7 +418,9 @@ impl ChainStore {
     }
 
     fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
-        let failed = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e));
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e))
+        };
         let mut buffer = Vec::new();
         for item in items {
             frame(item, &mut buffer).map_err(|e| failed(&e))?;
@@ -389,8 +453,17 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, openraft::BasicNode>), StorageError<NodeId>> {
-        Ok((self.checkpoint.last_applied, self.checkpoint.membership.clone()))
+    ) -> Result<
+        (
+            Option<LogId<NodeId>>,
+            StoredMembership<NodeId, openraft::BasicNode>,
+        ),
+        StorageError<NodeId>,
+    > {
+        Ok((
+            self.checkpoint.last_applied,
+            self.checkpoint.membership.clone(),
+        ))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalOutcome>, StorageError<NodeId>>
@@ -398,7 +471,9 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let failed = |e: &dyn std::fmt::Display| StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e));
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e))
+        };
         let mut items = Vec::new();
         let mut outcomes = Vec::new();
         let head = {
@@ -413,7 +488,8 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
                         outcomes.push(outcome);
                     }
                     EntryPayload::Membership(membership) => {
-                        self.checkpoint.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        self.checkpoint.membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
                         outcomes.push(ProposalOutcome::default());
                     }
                 }
@@ -427,10 +503,14 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        ChainSnapshotBuilder { snapshot: self.snapshot() }
+        ChainSnapshotBuilder {
+            snapshot: self.snapshot(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -440,14 +520,20 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let failed = |e: &dyn std::fmt::Display| {
-            StorageIOError::<NodeId>::write_snapshot(Some(meta.signature()), openraft::AnyError::error(e))
+            StorageIOError::<NodeId>::write_snapshot(
+                Some(meta.signature()),
+                openraft::AnyError::error(e),
+            )
         };
         let body: SnapshotBody = decode(snapshot.get_ref()).map_err(|e| failed(&e))?;
         let mut state = ChainState::new(&self.spec).map_err(|e| failed(&e))?;
         for record in body.records.iter().cloned() {
             state.replay(record).map_err(|e| failed(&e))?;
         }
-        let checkpoint = Checkpoint { last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        let checkpoint = Checkpoint {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
         let mut buffer = Vec::new();
         for record in body.records {
             frame(&FileItem::Record(record), &mut buffer).map_err(|e| failed(&e))?;
@@ -455,12 +541,20 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         frame(&FileItem::Checkpoint(checkpoint.clone()), &mut buffer).map_err(|e| failed(&e))?;
         let staging = self.path.with_extension("installing");
         std::fs::write(&staging, &buffer).map_err(|e| failed(&e))?;
-        File::open(&staging).and_then(|f| f.sync_all()).map_err(|e| failed(&e))?;
+        File::open(&staging)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| failed(&e))?;
         std::fs::rename(&staging, &self.path).map_err(|e| failed(&e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| failed(&e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| failed(&e))?;
         }
-        self.file = OpenOptions::new().read(true).append(true).open(&self.path).map_err(|e| failed(&e))?;
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| failed(&e))?;
         let head = state.head_height();
         *self.state.write().map_err(|e| failed(&e))? = state;
         self.checkpoint = checkpoint;
@@ -468,7 +562,9 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         if self.checkpoint.last_applied.is_none() {
             return Ok(None);
         }

@@ -338,11 +338,24 @@ impl Entry {
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Entry, DecodeError> {
         let mut input = Decoder { rest: bytes };
         let entry = match input.u8()? {
-            1 => Entry::RecordAnchor { leaf: input.hash()? },
-            2 => Entry::ConsentRoot { root: input.hash()?, sequence: input.u64()? },
-            3 => Entry::ExportManifest { manifest_hash: input.hash()? },
-            4 => Entry::AccessLogBatch { root: input.hash()?, count: input.u64()? },
-            5 => Entry::VerifyingKey { key_hash: input.hash()?, label: input.text()? },
+            1 => Entry::RecordAnchor {
+                leaf: input.hash()?,
+            },
+            2 => Entry::ConsentRoot {
+                root: input.hash()?,
+                sequence: input.u64()?,
+            },
+            3 => Entry::ExportManifest {
+                manifest_hash: input.hash()?,
+            },
+            4 => Entry::AccessLogBatch {
+                root: input.hash()?,
+                count: input.u64()?,
+            },
+            5 => Entry::VerifyingKey {
+                key_hash: input.hash()?,
+                label: input.text()?,
+            },
             6 => {
                 let action = decode_action(&mut input)?;
                 let count = input.u32()?;
@@ -350,7 +363,10 @@ impl Entry {
                 for _ in 0..count {
                     let approver = input.u64()?;
                     let signature = SignatureBytes(input.array()?);
-                    approvals.push(Approval { approver, signature });
+                    approvals.push(Approval {
+                        approver,
+                        signature,
+                    });
                 }
                 Entry::Governance(Governance { action, approvals })
             }
@@ -367,7 +383,12 @@ impl Entry {
                 for _ in 0..count {
                     founders.push(decode_member(&mut input)?);
                 }
-                Entry::Genesis(GenesisSpec { chain_name, timestamp_ms, approval_policy, founders })
+                Entry::Genesis(GenesisSpec {
+                    chain_name,
+                    timestamp_ms,
+                    approval_policy,
+                    founders,
+                })
             }
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
@@ -382,11 +403,17 @@ fn decode_action(input: &mut Decoder<'_>) -> Result<GovernanceAction, DecodeErro
     match input.u8()? {
         1 => {
             let epoch = input.u64()?;
-            Ok(GovernanceAction::Admit { epoch, member: decode_member(input)? })
+            Ok(GovernanceAction::Admit {
+                epoch,
+                member: decode_member(input)?,
+            })
         }
         2 => {
             let epoch = input.u64()?;
-            Ok(GovernanceAction::Remove { epoch, member_id: input.u64()? })
+            Ok(GovernanceAction::Remove {
+                epoch,
+                member_id: input.u64()?,
+            })
         }
         tag => Err(DecodeError::UnknownTag(tag)),
     }
@@ -466,8 +493,10 @@ pub mod entry_list_serde {
         if serializer.is_human_readable() {
             entries.serialize(serializer)
         } else {
-            let encoded: Vec<serde_bytes_buf::Buf> =
-                entries.iter().map(|entry| serde_bytes_buf::Buf(entry.canonical_bytes())).collect();
+            let encoded: Vec<serde_bytes_buf::Buf> = entries
+                .iter()
+                .map(|entry| serde_bytes_buf::Buf(entry.canonical_bytes()))
+                .collect();
             encoded.serialize(serializer)
         }
     }
@@ -478,7 +507,10 @@ pub mod entry_list_serde {
             Vec::<Entry>::deserialize(deserializer)
         } else {
             let encoded = Vec::<serde_bytes_buf::Buf>::deserialize(deserializer)?;
-            encoded.iter().map(|buf| Entry::from_canonical_bytes(&buf.0).map_err(D::Error::custom)).collect()
+            encoded
+                .iter()
+                .map(|buf| Entry::from_canonical_bytes(&buf.0).map_err(D::Error::custom))
+                .collect()
         }
     }
 
@@ -580,20 +612,45 @@ mod tests {
 
     #[test]
     fn every_entry_type_round_trips_through_canonical_bytes() {
-        let member = Member { id: 4, name: "St. Olav".into(), public_key: PublicKeyBytes([9; 32]), address: "127.0.0.1:9".into() };
+        let member = Member {
+            id: 4,
+            name: "St. Olav".into(),
+            public_key: PublicKeyBytes([9; 32]),
+            address: "127.0.0.1:9".into(),
+        };
         let hash = Hash32::digest(&[b"h"]);
         let entries = vec![
             Entry::RecordAnchor { leaf: hash },
-            Entry::ConsentRoot { root: hash, sequence: 3 },
-            Entry::ExportManifest { manifest_hash: hash },
-            Entry::AccessLogBatch { root: hash, count: 12 },
-            Entry::VerifyingKey { key_hash: hash, label: "consent-depth-20".into() },
+            Entry::ConsentRoot {
+                root: hash,
+                sequence: 3,
+            },
+            Entry::ExportManifest {
+                manifest_hash: hash,
+            },
+            Entry::AccessLogBatch {
+                root: hash,
+                count: 12,
+            },
+            Entry::VerifyingKey {
+                key_hash: hash,
+                label: "consent-depth-20".into(),
+            },
             Entry::Governance(Governance {
-                action: GovernanceAction::Admit { member: member.clone(), epoch: 2 },
-                approvals: vec![Approval { approver: 1, signature: SignatureBytes([5; 64]) }],
+                action: GovernanceAction::Admit {
+                    member: member.clone(),
+                    epoch: 2,
+                },
+                approvals: vec![Approval {
+                    approver: 1,
+                    signature: SignatureBytes([5; 64]),
+                }],
             }),
             Entry::Governance(Governance {
-                action: GovernanceAction::Remove { member_id: 4, epoch: 3 },
+                action: GovernanceAction::Remove {
+                    member_id: 4,
+                    epoch: 3,
+                },
                 approvals: vec![],
             }),
             Entry::Genesis(GenesisSpec {
@@ -614,7 +671,9 @@ mod tests {
     fn different_entry_types_never_share_a_hash() {
         let hash = Hash32::digest(&[b"same"]);
         let anchor = Entry::RecordAnchor { leaf: hash };
-        let manifest = Entry::ExportManifest { manifest_hash: hash };
+        let manifest = Entry::ExportManifest {
+            manifest_hash: hash,
+        };
         assert_ne!(anchor.hash(), manifest.hash());
     }
 

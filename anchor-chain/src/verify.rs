@@ -239,7 +239,11 @@ impl AuditSummary {
             head_hash: report.head_hash,
             entries: report.entries,
             pending_tail: report.pending_tail.clone(),
-            members_at_head: report.members.latest().map(|set| set.members.keys().copied().collect()).unwrap_or_default(),
+            members_at_head: report
+                .members
+                .latest()
+                .map(|set| set.members.keys().copied().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -275,10 +279,16 @@ impl Auditor {
         let height = header.height;
         let expected = self.header_hashes.len() as u64;
         if height != expected {
-            return Err(AuditError::HeightGap { expected, found: height });
+            return Err(AuditError::HeightGap {
+                expected,
+                found: height,
+            });
         }
         if header.version != BLOCK_VERSION {
-            return Err(AuditError::UnknownVersion { height, version: header.version });
+            return Err(AuditError::UnknownVersion {
+                height,
+                version: header.version,
+            });
         }
         let hash = header.hash();
         match &self.previous {
@@ -304,22 +314,38 @@ impl Auditor {
         let leaves = self.check_entries(signed)?;
         let computed = merkle::root(&leaves);
         if computed != header.entries_root {
-            return Err(AuditError::MerkleRootMismatch { height, recorded: header.entries_root, computed });
+            return Err(AuditError::MerkleRootMismatch {
+                height,
+                recorded: header.entries_root,
+                computed,
+            });
         }
-        let members = self.history.at(height).cloned().ok_or(AuditError::BadGenesis {
-            reason: "no member set".into(),
-        })?;
+        let members = self
+            .history
+            .at(height)
+            .cloned()
+            .ok_or(AuditError::BadGenesis {
+                reason: "no member set".into(),
+            })?;
         let have = check_signatures(height, &hash, header, &signed.signatures, &members)?;
         let need = members.finality_threshold();
         if have < need {
             self.pending.push((height, have, need));
         } else if let Some(&(pending_height, have, need)) = self.pending.first() {
-            return Err(AuditError::NotFinal { height: pending_height, have, need });
+            return Err(AuditError::NotFinal {
+                height: pending_height,
+                have,
+                need,
+            });
         }
         self.apply_governance(signed, &members)?;
         for leaf in leaves {
             if let Some(&first) = self.entry_heights.get(&leaf) {
-                return Err(AuditError::DuplicateEntry { entry_hash: leaf, height: first, again_height: height });
+                return Err(AuditError::DuplicateEntry {
+                    entry_hash: leaf,
+                    height: first,
+                    again_height: height,
+                });
             }
             self.entry_heights.insert(leaf, height);
         }
@@ -331,18 +357,26 @@ impl Auditor {
     fn check_genesis(&mut self, signed: &SignedBlock, hash: &Hash32) -> Result<(), AuditError> {
         if let Some(expected) = self.trusted_genesis {
             if expected != *hash {
-                return Err(AuditError::GenesisMismatch { expected, found: *hash });
+                return Err(AuditError::GenesisMismatch {
+                    expected,
+                    found: *hash,
+                });
             }
         }
         let header = &signed.block.header;
         if header.previous_hash != Hash32::ZERO {
-            return Err(AuditError::BadGenesis { reason: "previous hash is not zero".into() });
+            return Err(AuditError::BadGenesis {
+                reason: "previous hash is not zero".into(),
+            });
         }
         let [Entry::Genesis(spec)] = signed.block.entries.as_slice() else {
-            return Err(AuditError::BadGenesis { reason: "it must hold exactly one genesis entry".into() });
+            return Err(AuditError::BadGenesis {
+                reason: "it must hold exactly one genesis entry".into(),
+            });
         };
-        let founders =
-            MemberSet::founding(spec).map_err(|error| AuditError::BadGenesis { reason: error.to_string() })?;
+        let founders = MemberSet::founding(spec).map_err(|error| AuditError::BadGenesis {
+            reason: error.to_string(),
+        })?;
         self.history = MemberHistory::new(founders);
         self.chain_id = Some(*hash);
         Ok(())
@@ -357,22 +391,38 @@ impl Auditor {
                 actual: signed.block.entries.len(),
             });
         }
-        if header.height > 0 && signed.block.entries.iter().any(|entry| matches!(entry, Entry::Genesis(_))) {
-            return Err(AuditError::LateGenesis { height: header.height });
+        if header.height > 0
+            && signed
+                .block
+                .entries
+                .iter()
+                .any(|entry| matches!(entry, Entry::Genesis(_)))
+        {
+            return Err(AuditError::LateGenesis {
+                height: header.height,
+            });
         }
         Ok(signed.block.leaves())
     }
 
-    fn apply_governance(&mut self, signed: &SignedBlock, members: &MemberSet) -> Result<(), AuditError> {
+    fn apply_governance(
+        &mut self,
+        signed: &SignedBlock,
+        members: &MemberSet,
+    ) -> Result<(), AuditError> {
         let height = signed.block.header.height;
         let chain_id = self.chain_id.unwrap_or(Hash32::ZERO);
         let mut working = members.clone();
         let mut changed = false;
         for (index, entry) in signed.block.entries.iter().enumerate() {
             if let Entry::Governance(governance) = entry {
-                working = working
-                    .apply(&chain_id, governance)
-                    .map_err(|reason| AuditError::InvalidGovernance { height, index, reason })?;
+                working = working.apply(&chain_id, governance).map_err(|reason| {
+                    AuditError::InvalidGovernance {
+                        height,
+                        index,
+                        reason,
+                    }
+                })?;
                 changed = true;
             }
         }
@@ -390,7 +440,9 @@ impl Auditor {
     /// Ends the audit.
     pub fn finish(self) -> Result<AuditReport, AuditError> {
         let (Some(genesis_hash), Some(head)) = (self.chain_id, self.previous) else {
-            return Err(AuditError::BadGenesis { reason: "the chain is empty".into() });
+            return Err(AuditError::BadGenesis {
+                reason: "the chain is empty".into(),
+            });
         };
         Ok(AuditReport {
             genesis_hash,
@@ -422,7 +474,10 @@ fn check_signatures(
             });
         }
         if !signers.insert(signature.signer) {
-            return Err(AuditError::DuplicateSigner { height, signer: signature.signer });
+            return Err(AuditError::DuplicateSigner {
+                height,
+                signer: signature.signer,
+            });
         }
         if !members.verifies_block_signature(hash, signature) {
             return Err(AuditError::BadSignature {
@@ -458,11 +513,16 @@ pub fn verify_entry(proof: &EntryProof, report: &AuditReport) -> Result<(), Audi
     }
     let entry_hash = proof.entry.hash();
     if proof.inclusion.tree_size != u64::from(proof.header.entry_count)
-        || !proof.inclusion.verify(&entry_hash, &proof.header.entries_root)
+        || !proof
+            .inclusion
+            .verify(&entry_hash, &proof.header.entries_root)
     {
         return Err(AuditError::NotIncluded { entry_hash, height });
     }
-    let members = report.members.at(height).ok_or(AuditError::UnknownBlock { height })?;
+    let members = report
+        .members
+        .at(height)
+        .ok_or(AuditError::UnknownBlock { height })?;
     let have = check_signatures(height, &hash, &proof.header, &proof.signatures, members)?;
     let need = members.finality_threshold();
     if have < need {
@@ -473,7 +533,11 @@ pub fn verify_entry(proof: &EntryProof, report: &AuditReport) -> Result<(), Audi
 
 /// Compares two blocks claimed for one height: an error carrying the evidence when they differ
 /// and both carry valid member signatures.
-pub fn check_conflict(first: &SignedBlock, second: &SignedBlock, members: &MemberSet) -> Result<(), AuditError> {
+pub fn check_conflict(
+    first: &SignedBlock,
+    second: &SignedBlock,
+    members: &MemberSet,
+) -> Result<(), AuditError> {
     let (a, b) = (&first.block.header, &second.block.header);
     let (hash_a, hash_b) = (a.hash(), b.hash());
     if a.height != b.height || hash_a == hash_b {
@@ -512,32 +576,53 @@ mod tests {
     }
 
     fn member(id: u64, key: &ValidatorKey) -> Member {
-        Member { id, name: format!("h{id}"), public_key: key.public_key(), address: format!("127.0.0.1:{id}") }
+        Member {
+            id,
+            name: format!("h{id}"),
+            public_key: key.public_key(),
+            address: format!("127.0.0.1:{id}"),
+        }
     }
 
     impl TestChain {
         fn new() -> TestChain {
-            let keys: Vec<ValidatorKey> = (1..=4).map(|i| ValidatorKey::from_seed([i; 32])).collect();
+            let keys: Vec<ValidatorKey> =
+                (1..=4).map(|i| ValidatorKey::from_seed([i; 32])).collect();
             let spec = GenesisSpec {
                 chain_name: "audit".into(),
                 timestamp_ms: 1,
                 approval_policy: ApprovalPolicy::Majority,
-                founders: keys[..3].iter().enumerate().map(|(i, k)| member(i as u64 + 1, k)).collect(),
+                founders: keys[..3]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| member(i as u64 + 1, k))
+                    .collect(),
             };
-            let mut chain = TestChain { keys, blocks: Vec::new() };
+            let mut chain = TestChain {
+                keys,
+                blocks: Vec::new(),
+            };
             chain.push_signed(Block::genesis(&spec), &[1, 2]);
             chain
         }
 
         fn push_signed(&mut self, block: Block, signers: &[u64]) {
-            let signatures =
-                signers.iter().map(|&id| self.keys[id as usize - 1].sign_block(id, &block.header)).collect();
+            let signatures = signers
+                .iter()
+                .map(|&id| self.keys[id as usize - 1].sign_block(id, &block.header))
+                .collect();
             self.blocks.push(SignedBlock { block, signatures });
         }
 
         fn next_block(&self, entries: Vec<Entry>) -> Block {
             let last = &self.blocks.last().unwrap().block.header;
-            Block::seal(last.height + 1, last.hash(), last.timestamp_ms + 1, 1, entries)
+            Block::seal(
+                last.height + 1,
+                last.hash(),
+                last.timestamp_ms + 1,
+                1,
+                entries,
+            )
         }
 
         fn genesis_hash(&self) -> Hash32 {
@@ -546,7 +631,11 @@ mod tests {
     }
 
     fn anchors(seed: u8, count: u8) -> Vec<Entry> {
-        (0..count).map(|i| Entry::RecordAnchor { leaf: Hash32::digest(&[&[seed, i]]) }).collect()
+        (0..count)
+            .map(|i| Entry::RecordAnchor {
+                leaf: Hash32::digest(&[&[seed, i]]),
+            })
+            .collect()
     }
 
     fn audit(chain: &TestChain) -> Result<AuditReport, AuditError> {
@@ -572,16 +661,24 @@ mod tests {
         assert_eq!(verify_entry(&proof, &report), Ok(()));
         let mut moved = proof.clone();
         moved.entry = block.block.entries[2].clone();
-        assert!(matches!(verify_entry(&moved, &report), Err(AuditError::NotIncluded { .. })));
+        assert!(matches!(
+            verify_entry(&moved, &report),
+            Err(AuditError::NotIncluded { .. })
+        ));
     }
 
     #[test]
     fn a_flipped_bit_in_an_entry_is_caught() {
         let mut chain = TestChain::new();
         chain.push_signed(chain.next_block(anchors(1, 5)), &[1, 3]);
-        let Entry::RecordAnchor { leaf } = &mut chain.blocks[1].block.entries[2] else { unreachable!() };
+        let Entry::RecordAnchor { leaf } = &mut chain.blocks[1].block.entries[2] else {
+            unreachable!()
+        };
         leaf.0[4] ^= 0x10;
-        assert!(matches!(audit(&chain), Err(AuditError::MerkleRootMismatch { height: 1, .. })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::MerkleRootMismatch { height: 1, .. })
+        ));
     }
 
     #[test]
@@ -590,12 +687,22 @@ mod tests {
         chain.push_signed(chain.next_block(anchors(1, 2)), &[1, 3]);
         chain.push_signed(chain.next_block(anchors(2, 2)), &[1, 3]);
         chain.blocks[1].block.header.timestamp_ms += 5;
-        assert!(matches!(audit(&chain), Err(AuditError::BadSignature { height: 1, signer: 1, .. })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::BadSignature {
+                height: 1,
+                signer: 1,
+                ..
+            })
+        ));
         chain.blocks[1].signatures = vec![
             chain.keys[0].sign_block(1, &chain.blocks[1].block.header),
             chain.keys[2].sign_block(3, &chain.blocks[1].block.header),
         ];
-        assert!(matches!(audit(&chain), Err(AuditError::BrokenLink { height: 2, .. })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::BrokenLink { height: 2, .. })
+        ));
     }
 
     #[test]
@@ -603,26 +710,56 @@ mod tests {
         let mut chain = TestChain::new();
         chain.push_signed(chain.next_block(anchors(1, 2)), &[1, 3]);
         chain.blocks[1].signatures[1].signature.0[10] ^= 1;
-        assert!(matches!(audit(&chain), Err(AuditError::BadSignature { height: 1, signer: 3, .. })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::BadSignature {
+                height: 1,
+                signer: 3,
+                ..
+            })
+        ));
 
         let mut chain = TestChain::new();
         chain.push_signed(chain.next_block(anchors(1, 2)), &[1, 4]);
-        assert!(matches!(audit(&chain), Err(AuditError::NonMemberSignature { height: 1, signer: 4, .. })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::NonMemberSignature {
+                height: 1,
+                signer: 4,
+                ..
+            })
+        ));
 
         let mut chain = TestChain::new();
         chain.push_signed(chain.next_block(anchors(1, 2)), &[1]);
         assert_eq!(audit(&chain).unwrap().pending_tail, vec![1]);
         chain.push_signed(chain.next_block(anchors(2, 2)), &[1, 2]);
-        assert!(matches!(audit(&chain), Err(AuditError::NotFinal { height: 1, have: 1, need: 2 })));
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::NotFinal {
+                height: 1,
+                have: 1,
+                need: 2
+            })
+        ));
     }
 
     #[test]
     fn an_admitted_member_signs_from_the_next_block() {
         let mut chain = TestChain::new();
-        let action = GovernanceAction::Admit { member: member(4, &chain.keys[3]), epoch: 0 };
+        let action = GovernanceAction::Admit {
+            member: member(4, &chain.keys[3]),
+            epoch: 0,
+        };
         let chain_id = chain.genesis_hash();
-        let approvals = vec![approve(&chain.keys[0], 1, &chain_id, &action), approve(&chain.keys[1], 2, &chain_id, &action)];
-        chain.push_signed(chain.next_block(vec![Entry::Governance(Governance { action, approvals })]), &[1, 2]);
+        let approvals = vec![
+            approve(&chain.keys[0], 1, &chain_id, &action),
+            approve(&chain.keys[1], 2, &chain_id, &action),
+        ];
+        chain.push_signed(
+            chain.next_block(vec![Entry::Governance(Governance { action, approvals })]),
+            &[1, 2],
+        );
         chain.push_signed(chain.next_block(anchors(1, 1)), &[1, 2, 4]);
         let report = audit(&chain).unwrap();
         assert!(report.members.at(2).unwrap().contains(4));
@@ -632,10 +769,23 @@ mod tests {
     #[test]
     fn under_approved_governance_is_caught() {
         let mut chain = TestChain::new();
-        let action = GovernanceAction::Admit { member: member(4, &chain.keys[3]), epoch: 0 };
+        let action = GovernanceAction::Admit {
+            member: member(4, &chain.keys[3]),
+            epoch: 0,
+        };
         let approvals = vec![approve(&chain.keys[0], 1, &chain.genesis_hash(), &action)];
-        chain.push_signed(chain.next_block(vec![Entry::Governance(Governance { action, approvals })]), &[1, 2]);
-        assert!(matches!(audit(&chain), Err(AuditError::InvalidGovernance { height: 1, index: 0, .. })));
+        chain.push_signed(
+            chain.next_block(vec![Entry::Governance(Governance { action, approvals })]),
+            &[1, 2],
+        );
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::InvalidGovernance {
+                height: 1,
+                index: 0,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -644,13 +794,24 @@ mod tests {
         let honest = chain.next_block(anchors(1, 2));
         let rival = chain.next_block(anchors(9, 2));
         chain.push_signed(honest, &[1, 2]);
-        let rival_signatures = [2u64, 3].iter().map(|&id| chain.keys[id as usize - 1].sign_block(id, &rival.header)).collect();
-        let rival = SignedBlock { block: rival, signatures: rival_signatures };
+        let rival_signatures = [2u64, 3]
+            .iter()
+            .map(|&id| chain.keys[id as usize - 1].sign_block(id, &rival.header))
+            .collect();
+        let rival = SignedBlock {
+            block: rival,
+            signatures: rival_signatures,
+        };
         let members = audit(&chain).unwrap().members.at(1).unwrap().clone();
-        let Err(AuditError::Equivocation(evidence)) = check_conflict(&chain.blocks[1], &rival, &members) else {
+        let Err(AuditError::Equivocation(evidence)) =
+            check_conflict(&chain.blocks[1], &rival, &members)
+        else {
             panic!("equivocation not caught");
         };
         assert_eq!(evidence.double_signers, vec![2]);
-        assert_eq!(check_conflict(&chain.blocks[1], &chain.blocks[1], &members), Ok(()));
+        assert_eq!(
+            check_conflict(&chain.blocks[1], &chain.blocks[1], &members),
+            Ok(())
+        );
     }
 }
