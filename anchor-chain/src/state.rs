@@ -49,6 +49,7 @@ pub struct Receipt {
 
 /// What became of one proposed entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EntryOutcome {
     /// On the chain (now, or already before: submission is idempotent).
     Anchored(Receipt),
