@@ -1,0 +1,549 @@
+//! The anchor chain as separate validator processes of the real `medvault` binary on 127.0.0.1:
+//! a leader killed with SIGKILL under load, a fourth organization admitted by governance, and
+//! the auditor catching a flipped bit, a forged signature, a non-member's block and an
+//! equivocating pair.
+
+use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
+use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::governance::approve;
+use medvault_anchor_chain::state::EntryOutcome;
+use medvault_anchor_chain::types::{
+    ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member, MemberId,
+};
+use medvault_anchor_chain::verify::{audit_chain, check_conflict, AuditError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ENTRIES: usize = 10_000;
+const CLIENTS: usize = 16;
+
+/// Validator processes of one test; every one still running is killed on drop, pass or fail.
+struct Cluster {
+    dir: PathBuf,
+    genesis: GenesisSpec,
+    keys: HashMap<MemberId, ValidatorKey>,
+    addresses: HashMap<MemberId, String>,
+    children: Mutex<HashMap<MemberId, Child>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Ok(children) = self.children.get_mut() {
+            for child in children.values_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").to_string()
+}
+
+fn member(id: MemberId, key: &ValidatorKey, address: &str) -> Member {
+    Member {
+        id,
+        name: format!("hospital {id}"),
+        public_key: key.public_key(),
+        address: address.to_owned(),
+    }
+}
+
+impl Cluster {
+    /// Keys and addresses for members 1 to 4; 1 to 3 found the chain.
+    fn new(dir: &Path) -> Cluster {
+        let mut keys = HashMap::new();
+        let mut addresses = HashMap::new();
+        for id in 1..=4 {
+            let key = ValidatorKey::generate();
+            key.save(&dir.join(format!("key-{id}"))).unwrap();
+            keys.insert(id, key);
+            addresses.insert(id, free_address());
+        }
+        let genesis = GenesisSpec {
+            chain_name: "test-consortium".into(),
+            timestamp_ms: 1_700_000_000_000,
+            approval_policy: ApprovalPolicy::Majority,
+            founders: (1..=3)
+                .map(|id| member(id, &keys[&id], &addresses[&id]))
+                .collect(),
+        };
+        std::fs::write(
+            dir.join("genesis.json"),
+            serde_json::to_vec(&genesis).unwrap(),
+        )
+        .unwrap();
+        Cluster {
+            dir: dir.to_owned(),
+            genesis,
+            keys,
+            addresses,
+            children: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn data_dir(&self, id: MemberId) -> PathBuf {
+        self.dir.join(format!("node-{id}"))
+    }
+
+    fn start(&self, id: MemberId) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("node-{id}.log")))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_medvault"))
+            .args([
+                "chain",
+                "node",
+                "--member-id",
+                &id.to_string(),
+                "--listen",
+                &self.addresses[&id],
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .arg("--genesis")
+            .arg(self.dir.join("genesis.json"))
+            .arg("--key")
+            .arg(self.dir.join(format!("key-{id}")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a validator");
+        self.children.lock().unwrap().insert(id, child);
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(&self, id: MemberId) {
+        if let Some(mut child) = self.children.lock().unwrap().remove(&id) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn client(&self, id: MemberId) -> ChainClient {
+        ChainClient::new(&self.addresses[&id])
+    }
+
+    fn genesis_hash(&self) -> Hash32 {
+        Block::genesis(&self.genesis).header.hash()
+    }
+
+    async fn leader(&self, among: &[MemberId], deadline: Duration) -> MemberId {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            for &id in among {
+                if let Ok(status) = self.client(id).status().await {
+                    if let Some(leader) = status.leader_id.filter(|leader| among.contains(leader)) {
+                        return leader;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no leader among {among:?} within {deadline:?}");
+    }
+
+    /// Waits until every node in `ids` serves the same head and every block is final.
+    async fn settled_chains(&self, ids: &[MemberId], deadline: Duration) -> Vec<Vec<SignedBlock>> {
+        let start = Instant::now();
+        loop {
+            let mut heads = Vec::new();
+            for &id in ids {
+                heads.push(self.client(id).head().await.ok());
+            }
+            let settled = heads.iter().all(|head| {
+                head.as_ref()
+                    .is_some_and(|h| h.final_height == Some(h.height))
+                    && head.as_ref().map(|h| h.hash) == heads[0].as_ref().map(|h| h.hash)
+            });
+            if settled {
+                let mut chains = Vec::new();
+                for &id in ids {
+                    chains.push(self.client(id).all_blocks().await.unwrap());
+                }
+                if chains.iter().all(|chain| chain == &chains[0]) {
+                    return chains;
+                }
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "nodes {ids:?} did not settle: {heads:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn medvault(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_medvault"))
+            .args(args)
+            .output()
+            .expect("run medvault")
+    }
+}
+
+fn anchor(i: usize) -> Entry {
+    Entry::RecordAnchor {
+        leaf: Hash32::digest(&[b"record version", &(i as u64).to_be_bytes()]),
+    }
+}
+
+/// Submits `entry` one per request, retrying other nodes until acknowledged or out of time.
+async fn submit_until_acknowledged(
+    clients: &[ChainClient],
+    entry: Entry,
+    first: usize,
+) -> Option<(u64, u32)> {
+    let start = Instant::now();
+    let mut attempt = first;
+    while start.elapsed() < Duration::from_secs(60) {
+        let client = &clients[attempt % clients.len()];
+        attempt += 1;
+        match client.submit(vec![entry.clone()]).await {
+            Ok(outcomes) => match outcomes.first() {
+                Some(EntryOutcome::Anchored(receipt)) => {
+                    return Some((receipt.height, receipt.index))
+                }
+                other => panic!("entry refused: {other:?}"),
+            },
+            Err(error) if error.is_retryable() => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("submission failed: {error}"),
+        }
+    }
+    None
+}
+
+fn count_entries(chain: &[SignedBlock]) -> HashMap<Hash32, Vec<(u64, u32)>> {
+    let mut found: HashMap<Hash32, Vec<(u64, u32)>> = HashMap::new();
+    for signed in chain {
+        for (index, entry) in signed.block.entries.iter().enumerate() {
+            found
+                .entry(entry.hash())
+                .or_default()
+                .push((signed.block.header.height, index as u32));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let first_leader = cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
+
+    // 10,000 entries, one per request from 16 clients, while the leader is SIGKILLed and restarted.
+    let clients: Arc<Vec<ChainClient>> = Arc::new((1..=3).map(|id| cluster.client(id)).collect());
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let receipts = Arc::new(Mutex::new(HashMap::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client_index in 0..CLIENTS {
+        let (clients, acknowledged, receipts) =
+            (clients.clone(), acknowledged.clone(), receipts.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (client_index..ENTRIES).step_by(CLIENTS) {
+                let entry = anchor(i);
+                if let Some(location) =
+                    submit_until_acknowledged(&clients, entry.clone(), client_index + i).await
+                {
+                    receipts.lock().unwrap().insert(entry.hash(), location);
+                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    while acknowledged.load(Ordering::Relaxed) < ENTRIES / 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "load did not get going"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.kill(first_leader);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start(first_leader);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let receipts = receipts.lock().unwrap().clone();
+    eprintln!(
+        "{} entries acknowledged in {elapsed:?} with leader {first_leader} killed",
+        receipts.len()
+    );
+    assert_eq!(
+        receipts.len(),
+        ENTRIES,
+        "every entry is acknowledged after retries"
+    );
+
+    let chains = cluster
+        .settled_chains(&[1, 2, 3], Duration::from_secs(60))
+        .await;
+    let report =
+        audit_chain(&chains[0], Some(cluster.genesis_hash())).expect("the honest chain audits");
+    assert!(report.pending_tail.is_empty());
+    let found = count_entries(&chains[0]);
+    for (hash, location) in &receipts {
+        assert_eq!(
+            found.get(hash),
+            Some(&vec![*location]),
+            "entry {hash} is on the chain exactly once, where acknowledged"
+        );
+    }
+    assert_eq!(
+        found.len(),
+        ENTRIES + 1,
+        "nothing but the entries and genesis"
+    );
+
+    let genesis_path = dir.path().join("genesis.json");
+    let genesis_arg = genesis_path.to_str().unwrap();
+    let nodes: Vec<String> = (1..=3).map(|id| cluster.addresses[&id].clone()).collect();
+    let audit = cluster.medvault(&[
+        "audit",
+        "chain",
+        "--node",
+        &nodes[0],
+        "--node",
+        &nodes[1],
+        "--node",
+        &nodes[2],
+        "--genesis",
+        genesis_arg,
+    ]);
+    assert!(
+        audit.status.success(),
+        "audit chain: {}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let some_entry = anchor(4321).hash().to_hex();
+    let audit = cluster.medvault(&[
+        "audit",
+        "entry",
+        "--node",
+        &nodes[1],
+        "--genesis",
+        genesis_arg,
+        "--hash",
+        &some_entry,
+    ]);
+    assert!(
+        audit.status.success(),
+        "audit entry: {}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+
+    // A fourth organization: refused with one approval, admitted with a majority, then validates.
+    cluster.start(4);
+    let newcomer = member(4, &cluster.keys[&4], &cluster.addresses[&4]);
+    let action = GovernanceAction::Admit {
+        member: newcomer,
+        epoch: 0,
+    };
+    let chain_id = cluster.genesis_hash();
+    let approval = |id: MemberId| approve(&cluster.keys[&id], id, &chain_id, &action);
+    let (one_approval, majority) = (vec![approval(2)], vec![approval(1), approval(3)]);
+    let under_approved = Entry::Governance(Governance {
+        action: action.clone(),
+        approvals: one_approval,
+    });
+    let outcome = cluster
+        .client(1)
+        .submit(vec![under_approved])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&outcome[0], EntryOutcome::Rejected(reason) if reason.contains("approvals")),
+        "{outcome:?}"
+    );
+    assert!(!cluster.client(2).members().await.unwrap().contains(4));
+    let admission = Entry::Governance(Governance {
+        action,
+        approvals: majority,
+    });
+    let outcome = cluster.client(3).submit(vec![admission]).await.unwrap();
+    let EntryOutcome::Anchored(admitted) = &outcome[0] else {
+        panic!("admission refused: {outcome:?}")
+    };
+
+    let start = Instant::now();
+    loop {
+        let voters = cluster
+            .client(4)
+            .status()
+            .await
+            .map(|s| s.voters)
+            .unwrap_or_default();
+        if voters == vec![1, 2, 3, 4] {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "node 4 never became a voter: {voters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after: Vec<Entry> = (ENTRIES..ENTRIES + 20).map(anchor).collect();
+    let outcomes = cluster.client(4).submit(after).await.unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, EntryOutcome::Anchored(_))));
+    let chains = cluster
+        .settled_chains(&[1, 2, 3, 4], Duration::from_secs(60))
+        .await;
+    let report =
+        audit_chain(&chains[3], Some(chain_id)).expect("the chain with four members audits");
+    assert!(report.members.at(admitted.height + 1).unwrap().contains(4));
+    let head = chains[3].last().unwrap();
+    assert!(head.block.header.height > admitted.height);
+    assert!(
+        head.signatures.iter().any(|s| s.signer == 4),
+        "the new member signs blocks"
+    );
+    assert!(
+        chains[3][admitted.height as usize]
+            .signatures
+            .iter()
+            .all(|s| s.signer != 4),
+        "but not before it was admitted"
+    );
+
+    // A bit flipped in a stored block of a stopped validator.
+    cluster.kill(3);
+    let chain_file = cluster
+        .data_dir(3)
+        .join(medvault_anchor_chain::storage::CHAIN_FILE);
+    let mut stored = std::fs::read(&chain_file).unwrap();
+    let Entry::RecordAnchor { leaf } = anchor(777) else {
+        unreachable!()
+    };
+    let at = stored
+        .windows(32)
+        .position(|window| window == leaf.0)
+        .expect("the leaf is stored");
+    stored[at + 5] ^= 0x04;
+    std::fs::write(&chain_file, &stored).unwrap();
+    let data_dir = cluster.data_dir(3);
+    let audit = cluster.medvault(&[
+        "audit",
+        "chain",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--genesis",
+        genesis_arg,
+    ]);
+    let complaint = String::from_utf8_lossy(&audit.stderr);
+    assert!(
+        !audit.status.success() && complaint.contains("entries hash to root"),
+        "flipped bit missed: {complaint}"
+    );
+
+    // Tampering with what a node serves: a forged signature, a non-member's block, equivocation.
+    let honest = &chains[0];
+    let mut forged = honest.clone();
+    forged[5].signatures[0].signature.0[7] ^= 1;
+    assert!(matches!(
+        audit_chain(&forged, Some(chain_id)),
+        Err(AuditError::BadSignature { height: 5, .. })
+    ));
+
+    let outsider = ValidatorKey::generate();
+    let mut usurped = honest[..6].to_vec();
+    let last = &usurped[5].block.header;
+    let rogue = Block::seal(6, last.hash(), last.timestamp_ms, 9, vec![anchor(999_999)]);
+    usurped.push(SignedBlock {
+        signatures: vec![outsider.sign_block(9, &rogue.header)],
+        block: rogue.clone(),
+    });
+    assert!(matches!(
+        audit_chain(&usurped, Some(chain_id)),
+        Err(AuditError::NonMemberSignature {
+            height: 6,
+            signer: 9,
+            ..
+        })
+    ));
+
+    let rival = SignedBlock {
+        signatures: vec![
+            cluster.keys[&1].sign_block(1, &rogue.header),
+            cluster.keys[&2].sign_block(2, &rogue.header),
+        ],
+        block: rogue,
+    };
+    let members = report.members.at(6).unwrap();
+    let Err(AuditError::Equivocation(evidence)) = check_conflict(&honest[6], &rival, members)
+    else {
+        panic!("equivocating pair not caught");
+    };
+    assert_eq!(evidence.height, 6);
+    assert!(!evidence.double_signers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_unknown_heights_and_malformed_entries_with_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    let single = GenesisSpec {
+        founders: cluster.genesis.founders[..1].to_vec(),
+        ..cluster.genesis.clone()
+    };
+    std::fs::write(
+        dir.path().join("genesis.json"),
+        serde_json::to_vec(&single).unwrap(),
+    )
+    .unwrap();
+    cluster.start(1);
+    cluster.leader(&[1], Duration::from_secs(30)).await;
+    let client = cluster.client(1);
+    assert!(client.block(999).await.unwrap().is_none());
+    let http = raw_post(
+        &cluster.addresses[&1],
+        r#"{"entries":[{"type":"record_anchor","leaf":"zz"}]}"#,
+    );
+    assert!(http.starts_with("HTTP/1.1 400"), "{http}");
+    assert!(http.contains("malformed_entry"), "{http}");
+    let outcomes = client.submit(vec![anchor(1), anchor(1)]).await.unwrap();
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "the same entry twice is anchored once"
+    );
+    let again = client.submit(vec![anchor(1)]).await.unwrap();
+    assert_eq!(
+        again,
+        outcomes[..1],
+        "resubmitting returns the original receipt"
+    );
+}
+
+/// A raw HTTP/1.1 POST, to see the status line and body exactly as a client would.
+fn raw_post(address: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/entries HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
