@@ -1,7 +1,7 @@
 //! Consent proof benchmarks (issue 4): constraints by depth, setup, proving, verification and
 //! batch verification at depth 20, each beside a baseline measured in the same run: a
 //! Poseidon-only membership circuit of the same depth proven with arkworks' stock prover, and a
-//! bare three-pair pairing check. Results and the command are in circuits/BENCHMARKS.md.
+//! bare three-pair pairing check. Results and the command are in BENCHMARKS.md.
 //!
 //! Run: `cargo bench --bench consent_proofs`.
 

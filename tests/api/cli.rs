@@ -16,6 +16,18 @@ fn every_subcommand_has_help() {
         vec!["admin", "--help"],
         vec!["admin", "create", "--help"],
         vec!["schema", "--help"],
+        vec!["keys", "setup", "--help"],
+        vec!["keys", "constraints", "--help"],
+        vec!["consent", "prove", "--help"],
+        vec!["consent", "verify", "--help"],
+        vec!["consent", "sample-witness", "--help"],
+        vec!["chain", "keygen", "--help"],
+        vec!["chain", "genesis", "--help"],
+        vec!["chain", "node", "--help"],
+        vec!["chain", "approve", "--help"],
+        vec!["chain", "govern", "--help"],
+        vec!["audit", "chain", "--help"],
+        vec!["audit", "entry", "--help"],
     ] {
         let output = medvault().args(&args).output().expect("run medvault");
         assert!(output.status.success(), "medvault {args:?} --help failed");
