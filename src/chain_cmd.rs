@@ -105,6 +105,11 @@ pub enum AuditCommand {
         #[arg(long)]
         hash: String,
     },
+    /// Re-hash an export's files and check them and the signature against its manifest.
+    Export {
+        /// The export directory (holding manifest.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -244,6 +249,24 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
             AuditCommand::Chain(source) => {
                 let report = audit_source(&source).await?;
                 println!("{}", to_json(&AuditSummary::of(&report)));
+                Ok(())
+            }
+            AuditCommand::Export { dir } => {
+                let manifest = medvault_exporter::verify_export(&dir)?;
+                let manifest_sha3 = medvault_exporter::manifest::manifest_hash(&dir)?;
+                println!(
+                    "export {} verifies: {} files, {} persons (k = {}, l = {}), consent root {}, \
+                     chain height {}, manifest SHA3-256 {manifest_sha3}",
+                    manifest.export_id,
+                    manifest.files.len(),
+                    manifest.persons_out,
+                    manifest.k_achieved,
+                    manifest
+                        .l_achieved
+                        .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+                    manifest.consent_root,
+                    manifest.chain_height,
+                );
                 Ok(())
             }
             AuditCommand::Entry { source, hash } => {

@@ -1,0 +1,379 @@
+//! Writing an export: the `person` table and the data set's event table, each as Arrow IPC and
+//! as Parquet (zstd), streamed in record batches so memory stays flat as events grow, with the
+//! two encoders of every table running in parallel (rayon). Files are written into a staging
+//! directory that becomes the export directory only once everything, manifest included, is on
+//! disk: a failed export leaves nothing behind.
+
+use crate::anonymize::{
+    anonymize_event, anonymize_persons, sensitive_value, AnonymizedPersons, EventRow, PseudonymKey,
+};
+use crate::error::ExportError;
+use crate::manifest::{file_digest, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
+use crate::policy::{Dataset, ExportPolicy, PseudonymScope};
+use crate::source::{ClinicalEvent, EventKind, Person};
+use arrow_array::builder::{Float64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rand::RngCore;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+/// Rows per record batch (and per Parquet row group at most).
+const BATCH_ROWS: usize = 65_536;
+/// Batches in flight between the row builder and each encoder.
+const QUEUE_DEPTH: usize = 2;
+
+impl Dataset {
+    /// The event kind and OMOP-like table name of the data set, if it has events.
+    fn events(self) -> Option<(EventKind, &'static str)> {
+        match self {
+            Dataset::Patients => None,
+            Dataset::Observations => Some((EventKind::Measurement, "measurement")),
+            Dataset::Conditions => Some((EventKind::Condition, "condition_occurrence")),
+            Dataset::Medications => Some((EventKind::Medication, "drug_exposure")),
+        }
+    }
+}
+
+fn person_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("birth", DataType::Utf8, false),
+        Field::new("sex", DataType::Utf8, true),
+        Field::new("zip3", DataType::Utf8, true),
+    ]))
+}
+
+fn event_schema(policy: &ExportPolicy) -> SchemaRef {
+    let mut fields = vec![Field::new("person_id", DataType::Utf8, false)];
+    for column in policy.event_columns() {
+        let data_type = if column == "value" {
+            DataType::Float64
+        } else {
+            DataType::Utf8
+        };
+        fields.push(Field::new(
+            column,
+            data_type,
+            column != "code_system" && column != "code",
+        ));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn person_batch(
+    schema: &SchemaRef,
+    rows: &[crate::anonymize::PersonRow],
+) -> Result<RecordBatch, ExportError> {
+    let mut person_id = StringBuilder::new();
+    let mut birth = StringBuilder::new();
+    let mut sex = StringBuilder::new();
+    let mut zip3 = StringBuilder::new();
+    for row in rows {
+        person_id.append_value(&row.person_id);
+        birth.append_value(&row.birth);
+        sex.append_option(row.sex.as_deref());
+        zip3.append_option(row.zip3.as_deref());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(person_id.finish()),
+        Arc::new(birth.finish()),
+        Arc::new(sex.finish()),
+        Arc::new(zip3.finish()),
+    ];
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+fn event_batch(
+    schema: &SchemaRef,
+    policy: &ExportPolicy,
+    rows: &[EventRow],
+) -> Result<RecordBatch, ExportError> {
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let mut person_id = StringBuilder::new();
+    rows.iter()
+        .for_each(|row| person_id.append_value(&row.person_id));
+    columns.push(Arc::new(person_id.finish()));
+    for column in policy.event_columns() {
+        let array: ArrayRef = if column == "value" {
+            let mut values = Float64Builder::new();
+            rows.iter().for_each(|row| values.append_option(row.value));
+            Arc::new(values.finish())
+        } else {
+            let mut strings = StringBuilder::new();
+            for row in rows {
+                match column {
+                    "code_system" => strings.append_value(&row.code_system),
+                    "code" => strings.append_value(&row.code),
+                    "unit" => strings.append_option(row.unit.as_deref()),
+                    _ => strings.append_value(&row.event_date),
+                }
+            }
+            Arc::new(strings.finish())
+        };
+        columns.push(array);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads;
+/// returns the rows written.
+fn write_table(
+    dir: &Path,
+    name: &str,
+    schema: SchemaRef,
+    produce: impl FnOnce(&dyn Fn(RecordBatch) -> bool) -> Result<(), ExportError> + Send,
+) -> Result<u64, ExportError> {
+    let (to_ipc, ipc_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
+    let (to_parquet, parquet_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
+    let ipc_path = dir.join(format!("{name}.arrow"));
+    let parquet_path = dir.join(format!("{name}.parquet"));
+    let (ipc_schema, parquet_schema) = (schema.clone(), schema);
+    let ((produced, ipc), parquet) = rayon::join(
+        || {
+            rayon::join(
+                move || {
+                    let send = |batch: RecordBatch| {
+                        to_ipc.send(batch.clone()).is_ok() && to_parquet.send(batch).is_ok()
+                    };
+                    produce(&send)
+                },
+                move || encode_ipc(&ipc_path, &ipc_schema, ipc_batches),
+            )
+        },
+        move || encode_parquet(&parquet_path, &parquet_schema, parquet_batches),
+    );
+    produced?;
+    let ipc_rows = ipc?;
+    let parquet_rows = parquet?;
+    if ipc_rows != parquet_rows {
+        return Err(ExportError::Io(std::io::Error::other(format!(
+            "{name}: the two encoders wrote different row counts"
+        ))));
+    }
+    Ok(ipc_rows)
+}
+
+fn encode_ipc(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: Receiver<RecordBatch>,
+) -> Result<u64, ExportError> {
+    let mut writer =
+        arrow_ipc::writer::FileWriter::try_new(BufWriter::new(File::create(path)?), schema)?;
+    let mut rows = 0u64;
+    for batch in batches {
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.finish()?;
+    Ok(rows)
+}
+
+fn encode_parquet(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: Receiver<RecordBatch>,
+) -> Result<u64, ExportError> {
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(BATCH_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(properties))?;
+    let mut rows = 0u64;
+    for batch in batches {
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    Ok(rows)
+}
+
+/// Makes one export into `out_dir` (which must not exist yet) and returns its manifest.
+///
+/// `events` is called twice when l-diversity is required (once to collect sensitive values per
+/// person, once to write), so it must yield the same events each time; otherwise once. Only the
+/// events of the policy's data set are used. Nothing is left in `out_dir` if anything fails.
+pub fn export<I>(
+    policy: &ExportPolicy,
+    context: &ExportContext,
+    persons: &[Person],
+    events: impl Fn() -> I + Sync,
+    out_dir: &Path,
+) -> Result<Manifest, ExportError>
+where
+    I: Iterator<Item = ClinicalEvent>,
+{
+    policy.validate()?;
+    if out_dir.exists() {
+        return Err(ExportError::Io(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already exists", out_dir.display()),
+        )));
+    }
+    let key = match &policy.pseudonym_scope {
+        PseudonymScope::PerExport => PseudonymKey::per_export(),
+        PseudonymScope::PerRecipient { recipient } => {
+            PseudonymKey::for_recipient(&context.pseudonym_secret, recipient)
+        }
+    };
+    let event_table = policy.dataset.events();
+    let sensitive = match (&policy.sensitive, policy.l, event_table) {
+        (Some(column), Some(l), Some((kind, _))) => collect_sensitive(column, l, kind, events()),
+        _ => HashMap::new(),
+    };
+    let anonymized = anonymize_persons(
+        policy,
+        persons,
+        &sensitive,
+        &key,
+        context.as_of.date_naive(),
+    )?;
+
+    let staging = staging_dir(out_dir)?;
+    let written =
+        write_files(policy, &anonymized, &events, &staging).and_then(|(events_in, files)| {
+            let mut manifest = Manifest {
+                format: "medvault-export/v1".into(),
+                export_id: random_hex(16),
+                created_at: context.as_of,
+                organization: context.organization.clone(),
+                policy: policy.clone(),
+                persons_in: anonymized.persons_in as u64,
+                persons_out: anonymized.rows.len() as u64,
+                persons_suppressed: anonymized.suppressed as u64,
+                events_in,
+                events_out: files
+                    .iter()
+                    .find(|f| f.name.ends_with(".parquet") && !f.name.starts_with("person"))
+                    .map_or(0, |f| f.rows),
+                k_achieved: anonymized.k_achieved as u64,
+                l_achieved: anonymized.l_achieved.map(|l| l as u64),
+                files,
+                consent_root: context.consent_root.clone(),
+                chain_height: context.chain_height,
+                signer_public_key: String::new(),
+                signature: String::new(),
+            };
+            manifest.sign(&context.signing_key)?;
+            let text = serde_json::to_vec_pretty(&manifest)
+                .map_err(|error| ExportError::Tampered(error.to_string()))?;
+            std::fs::write(staging.join(MANIFEST_FILE), text)?;
+            std::fs::rename(&staging, out_dir)?;
+            Ok(manifest)
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    written
+}
+
+/// Each person's distinct sensitive values, at most `l` of them: enough to decide whether a class
+/// reaches l, in memory bounded by persons times l.
+fn collect_sensitive(
+    column: &str,
+    l: usize,
+    kind: EventKind,
+    events: impl Iterator<Item = ClinicalEvent>,
+) -> HashMap<[u8; 16], BTreeSet<String>> {
+    let mut values: HashMap<[u8; 16], BTreeSet<String>> = HashMap::new();
+    for event in events.filter(|event| event.kind == kind) {
+        let set = values.entry(event.patient_id).or_default();
+        if set.len() < l {
+            if let Some(value) = sensitive_value(column, &event) {
+                set.insert(value);
+            }
+        }
+    }
+    values
+}
+
+fn staging_dir(out_dir: &Path) -> Result<PathBuf, ExportError> {
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let parent = out_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(format!(".{name}.partial-{}", random_hex(8)));
+    std::fs::create_dir(&staging)?;
+    Ok(staging)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    hex::encode(random)
+}
+
+/// Writes every table into `dir`; returns the events seen of the data set and the file digests.
+fn write_files<I>(
+    policy: &ExportPolicy,
+    persons: &AnonymizedPersons,
+    events: &(impl Fn() -> I + Sync),
+    dir: &Path,
+) -> Result<(u64, Vec<FileDigest>), ExportError>
+where
+    I: Iterator<Item = ClinicalEvent>,
+{
+    let mut tables = vec![(
+        "person",
+        write_table(dir, "person", person_schema(), |send| {
+            let schema = person_schema();
+            for chunk in persons.rows.chunks(BATCH_ROWS) {
+                if !send(person_batch(&schema, chunk)?) {
+                    break;
+                }
+            }
+            Ok(())
+        })?,
+    )];
+    let mut events_in = 0u64;
+    if let Some((kind, table)) = policy.dataset.events() {
+        let schema = event_schema(policy);
+        let rows = write_table(dir, table, schema.clone(), |send| {
+            let mut pending = Vec::with_capacity(BATCH_ROWS);
+            for event in events().filter(|event| event.kind == kind) {
+                events_in += 1;
+                if let Some(row) = anonymize_event(policy, persons, &event) {
+                    pending.push(row);
+                }
+                if pending.len() == BATCH_ROWS {
+                    if !send(event_batch(&schema, policy, &pending)?) {
+                        return Ok(());
+                    }
+                    pending.clear();
+                }
+            }
+            if !pending.is_empty() {
+                send(event_batch(&schema, policy, &pending)?);
+            }
+            Ok(())
+        })?;
+        tables.push((table, rows));
+    }
+    let mut files = Vec::new();
+    for (table, rows) in tables {
+        for extension in ["arrow", "parquet"] {
+            let name = format!("{table}.{extension}");
+            let (bytes, sha3_256) = file_digest(&dir.join(&name))?;
+            files.push(FileDigest {
+                name,
+                rows,
+                bytes,
+                sha3_256,
+            });
+        }
+    }
+    Ok((events_in, files))
+}
