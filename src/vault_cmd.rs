@@ -2,16 +2,19 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_server::configuration::{MasterKeySource, ServerSettings};
 use medvault_server::demo::{self, DemoSize};
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ThrowawayCluster;
 use medvault_server::startup::Application;
 use medvault_server::vault::{NewStaffUser, Vault};
-use medvault_server::{database, domain::Role, telemetry};
+use medvault_server::{anchoring, database, domain::Role, telemetry};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the database and the master key come from.
 #[derive(Args)]
@@ -53,6 +56,9 @@ pub struct DemoArgs {
     /// Seed, print the logins, and exit instead of serving.
     #[arg(long)]
     seed_only: bool,
+    /// Where the embedded single-validator anchor chain keeps its key, genesis and blocks.
+    #[arg(long, default_value = ".medvault/chain")]
+    chain_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -152,6 +158,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         };
         let database = open_database(args.storage.database_url.clone()).await?;
         let vault = open_vault(&args.storage, &database, &settings).await?;
+        let chain = Arc::new(
+            EmbeddedChain::open(&args.chain_dir)
+                .await
+                .context("starting the embedded anchor chain")?,
+        );
         let size = DemoSize {
             patients_per_hospital: args.patients_per_hospital,
             records_per_patient: args.records_per_patient,
@@ -176,13 +187,20 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
         })?;
         bar.finish();
+        while anchoring::anchor_pending(vault.pool(), &chain).await? > 0 {}
+        let worker = anchoring::spawn(vault.pool().clone(), chain.clone(), Duration::from_secs(1));
+        eprintln!(
+            "every record version is anchored: the embedded chain's head is at height {}",
+            chain.head_height()
+        );
         let application = Application::build(&settings, vault)?;
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
         println!("{}", demo_banner(&address, &logins));
-        if args.seed_only {
-            return Ok(());
+        if !args.seed_only {
+            application.run_until_stopped().await?;
         }
-        application.run_until_stopped().await?;
+        worker.abort();
+        chain.shutdown().await;
         drop(database);
         Ok(())
     })

@@ -5,6 +5,7 @@
 //! [`startup`], [`demo`] and [`vault`] here.
 
 pub mod anchor;
+pub mod anchoring;
 pub mod auth;
 pub mod configuration;
 pub mod crypto;

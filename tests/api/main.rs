@@ -1,5 +1,6 @@
 //! End-to-end tests of the GraphQL server over HTTP against a real PostgreSQL.
 
+mod anchoring;
 mod authorization;
 mod bad_input;
 mod cli;

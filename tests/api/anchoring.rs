@@ -1,0 +1,70 @@
+//! Record versions reach the anchor chain: the worker drains the outbox into an embedded
+//! validator and each leaf has an inclusion proof in a signed block.
+
+use crate::helpers::{spawn_app, CareTeam};
+use medvault_anchor_chain::embedded::EmbeddedChain;
+use medvault_anchor_chain::types::{Entry, Hash32};
+use medvault_server::anchoring::anchor_pending;
+use serde_json::json;
+
+#[tokio::test]
+async fn every_record_version_is_anchored_with_an_inclusion_proof() {
+    let app = spawn_app().await;
+    let CareTeam {
+        doctor, patient_id, ..
+    } = app.care_team().await;
+    let record = app.add_record(&doctor, &patient_id, "61").await;
+    let update = "mutation($id: ID!, $p: ID!, $r: MedicalRecordInput!) {
+                    updateMedicalRecord(recordId: $id, patientId: $p, expectedVersion: 1, record: $r) { anchorLeaf } }";
+    let updated = app
+        .graphql(
+            Some(&doctor),
+            update,
+            json!({ "id": record, "p": patient_id, "r": crate::helpers::heart_rate("62") }),
+        )
+        .await;
+    let leaf_hex = updated.data()["updateMedicalRecord"]["anchorLeaf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let chain_dir =
+        std::env::temp_dir().join(format!("medvault-chain-{}", uuid::Uuid::new_v4().simple()));
+    let chain = EmbeddedChain::open(&chain_dir)
+        .await
+        .expect("embedded chain");
+    assert_eq!(
+        anchor_pending(app.vault.pool(), &chain)
+            .await
+            .expect("anchor"),
+        2
+    );
+    assert_eq!(
+        anchor_pending(app.vault.pool(), &chain)
+            .await
+            .expect("anchor"),
+        0,
+        "nothing is anchored twice"
+    );
+    let pending = app
+        .sql("SELECT count(*) FROM anchor_outbox WHERE anchored_height IS NULL")
+        .await;
+    assert_eq!(pending[0].get::<_, i64>(0), 0);
+
+    let leaf = Hash32::from_hex(&leaf_hex).expect("hex leaf");
+    let entry = Entry::RecordAnchor { leaf };
+    let proof = chain
+        .inclusion_proof(&entry.hash())
+        .expect("an inclusion proof for the updated version");
+    assert_eq!(proof.entry, entry);
+    let height = app
+        .sql(&format!(
+            "SELECT anchored_height FROM anchor_outbox WHERE leaf = '\\x{leaf_hex}'::bytea"
+        ))
+        .await[0]
+        .get::<_, i64>(0);
+    assert_eq!(proof.header.height as i64, height);
+    assert!(!proof.signatures.is_empty(), "the block is signed");
+    chain.shutdown().await;
+    let _ = std::fs::remove_dir_all(chain_dir);
+}
