@@ -7,6 +7,7 @@ use crate::source::{ClinicalEvent, Person};
 use chrono::{Datelike, NaiveDate};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
+use rayon::prelude::*;
 use sha3::Sha3_256;
 use std::collections::{BTreeSet, HashMap};
 use zeroize::Zeroizing;
@@ -147,7 +148,7 @@ pub fn anonymize_persons(
     as_of: NaiveDate,
 ) -> Result<AnonymizedPersons, ExportError> {
     let rows: Vec<PersonRow> = persons
-        .iter()
+        .par_iter()
         .map(|person| PersonRow {
             person_id: key.person_id(&person.patient_id),
             birth: generalize_birth(policy, person.date_of_birth, as_of),

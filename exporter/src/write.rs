@@ -1,6 +1,6 @@
 //! Writing an export: the `person` table and the data set's event table, each as Arrow IPC and
 //! as Parquet (zstd), streamed in record batches so memory stays flat as events grow, with the
-//! two encoders of every table running in parallel (rayon). Files are written into a staging
+//! two encoders of every table on threads of their own beside the batch builder. Files are written into a staging
 //! directory that becomes the export directory only once everything, manifest included, is on
 //! disk: a failed export leaves nothing behind.
 
@@ -123,33 +123,32 @@ fn event_batch(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads;
-/// returns the rows written.
+/// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads of
+/// their own while `produce` builds the batches; returns the rows written.
 fn write_table(
     dir: &Path,
     name: &str,
     schema: SchemaRef,
-    produce: impl FnOnce(&dyn Fn(RecordBatch) -> bool) -> Result<(), ExportError> + Send,
+    produce: impl FnOnce(&dyn Fn(RecordBatch) -> bool) -> Result<(), ExportError>,
 ) -> Result<u64, ExportError> {
     let (to_ipc, ipc_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let (to_parquet, parquet_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let ipc_path = dir.join(format!("{name}.arrow"));
     let parquet_path = dir.join(format!("{name}.parquet"));
     let (ipc_schema, parquet_schema) = (schema.clone(), schema);
-    let ((produced, ipc), parquet) = rayon::join(
-        || {
-            rayon::join(
-                move || {
-                    let send = |batch: RecordBatch| {
-                        to_ipc.send(batch.clone()).is_ok() && to_parquet.send(batch).is_ok()
-                    };
-                    produce(&send)
-                },
-                move || encode_ipc(&ipc_path, &ipc_schema, ipc_batches),
-            )
-        },
-        move || encode_parquet(&parquet_path, &parquet_schema, parquet_batches),
-    );
+    // Plain threads, not rayon tasks: the stages block on each other's channels, and a
+    // blocked rayon worker could leave an encoder with no thread to run on.
+    let (produced, ipc, parquet) = std::thread::scope(|scope| {
+        let ipc = scope.spawn(move || encode_ipc(&ipc_path, &ipc_schema, ipc_batches));
+        let parquet =
+            scope.spawn(move || encode_parquet(&parquet_path, &parquet_schema, parquet_batches));
+        let send = |batch: RecordBatch| {
+            to_ipc.send(batch.clone()).is_ok() && to_parquet.send(batch).is_ok()
+        };
+        let produced = produce(&send);
+        drop((to_ipc, to_parquet));
+        (produced, join_encoder(ipc), join_encoder(parquet))
+    });
     produced?;
     let ipc_rows = ipc?;
     let parquet_rows = parquet?;
@@ -159,6 +158,16 @@ fn write_table(
         ))));
     }
     Ok(ipc_rows)
+}
+
+fn join_encoder(
+    handle: std::thread::ScopedJoinHandle<'_, Result<u64, ExportError>>,
+) -> Result<u64, ExportError> {
+    handle.join().unwrap_or_else(|_| {
+        Err(ExportError::Io(std::io::Error::other(
+            "an encoder thread panicked",
+        )))
+    })
 }
 
 fn encode_ipc(

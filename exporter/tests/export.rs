@@ -357,3 +357,43 @@ fn two_per_export_keys_cannot_be_joined_but_one_recipient_can() {
     };
     assert_eq!(ids(&recipient, "c"), ids(&recipient, "d"));
 }
+
+#[test]
+fn a_stream_of_many_batches_flows_through_both_encoders() {
+    let (persons, _) = population();
+    let out = scratch("stream");
+    let total = 400_000usize;
+    let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    let stream = || {
+        (0..total).map(move |i| ClinicalEvent {
+            patient_id: persons_id(i % PERSONS),
+            kind: EventKind::Measurement,
+            code_system: "LOINC".into(),
+            code: "8867-4".into(),
+            value: Some("72".into()),
+            unit: Some("/min".into()),
+            effective_at: start + Duration::minutes(i as i64),
+        })
+    };
+    let manifest = export(
+        &policy(Dataset::Observations, 5, None),
+        &context(),
+        &persons,
+        stream,
+        &out,
+    )
+    .expect("export");
+    assert_eq!(manifest.events_in, total as u64);
+    assert_eq!(
+        manifest.events_out,
+        total as u64 * manifest.persons_out / PERSONS as u64
+    );
+    verify_export(&out).expect("verifies");
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
+
+fn persons_id(index: usize) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    id
+}
