@@ -289,6 +289,23 @@ pub struct ChainStore {
 }
 
 /// Reads the records of a chain file up to its last checkpoint, and that checkpoint's end offset.
+/// Rebuilds the chain state from genesis by replaying the file's records in order.
+fn replay_records(
+    path: &Path,
+    spec: &GenesisSpec,
+    records: Vec<Record>,
+) -> Result<ChainState, OpenError> {
+    let inconsistent = |source| OpenError::Inconsistent {
+        path: path.to_owned(),
+        source,
+    };
+    let mut state = ChainState::new(spec).map_err(inconsistent)?;
+    for record in records {
+        state.replay(record).map_err(inconsistent)?;
+    }
+    Ok(state)
+}
+
 fn read_chain_file(file: &mut File) -> std::io::Result<(Vec<Record>, Option<Checkpoint>, u64)> {
     let mut bytes = Vec::new();
     file.seek(SeekFrom::Start(0))?;
@@ -340,14 +357,7 @@ impl ChainStore {
         let (records, checkpoint, durable_end) = read_chain_file(&mut file).map_err(io_failed)?;
         file.set_len(durable_end).map_err(io_failed)?;
         file.sync_all().map_err(io_failed)?;
-        let inconsistent = |source| OpenError::Inconsistent {
-            path: path.to_owned(),
-            source,
-        };
-        let mut state = ChainState::new(spec).map_err(inconsistent)?;
-        for record in records {
-            state.replay(record).map_err(inconsistent)?;
-        }
+        let state = replay_records(path, spec, records)?;
         let checkpoint = checkpoint.unwrap_or(Checkpoint {
             last_applied: None,
             membership: StoredMembership::default(),
@@ -371,15 +381,7 @@ impl ChainStore {
         };
         let mut file = File::open(path).map_err(io_failed)?;
         let (records, _, _) = read_chain_file(&mut file).map_err(io_failed)?;
-        let inconsistent = |source| OpenError::Inconsistent {
-            path: path.to_owned(),
-            source,
-        };
-        let mut state = ChainState::new(spec).map_err(inconsistent)?;
-        for record in records {
-            state.replay(record).map_err(inconsistent)?;
-        }
-        Ok(state)
+        replay_records(path, spec, records)
     }
 
     /// The chain state, shared with readers.
