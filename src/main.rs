@@ -3,6 +3,7 @@
 
 mod chain_cmd;
 mod consent_cmd;
+mod export_cmd;
 mod vault_cmd;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Command {
     /// Run a validator of the anchor chain.
     #[command(subcommand)]
     Chain(chain_cmd::ChainCommand),
+    /// Make an anonymized export for a recipient from the vault's database.
+    Export(export_cmd::ExportArgs),
     /// Verify anchored evidence without trusting any server.
     #[command(subcommand)]
     Audit(chain_cmd::AuditCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Keys(command) => consent_cmd::keys(command),
         Command::Consent(command) => consent_cmd::consent(command),
         Command::Chain(command) => chain_cmd::chain(command),
+        Command::Export(args) => export_cmd::export(args),
         Command::Audit(command) => chain_cmd::audit(command),
     };
     match outcome {

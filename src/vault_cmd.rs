@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_server::configuration::{MasterKeySource, ServerSettings};
 use medvault_server::demo::{self, DemoSize};
+use medvault_server::exports::Exports;
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ThrowawayCluster;
 use medvault_server::startup::Application;
@@ -22,7 +23,7 @@ pub struct StorageArgs {
     /// PostgreSQL connection string; when unset, a private throwaway cluster is started from the
     /// machine's PostgreSQL binaries and deleted on exit.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
+    pub database_url: Option<String>,
     /// The master key file, created with mode 0600 if missing.
     #[arg(
         long,
@@ -77,6 +78,13 @@ pub struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "MEDVAULT_LOG_JSON")]
     log_json: bool,
+    /// Anchor record versions and export manifests on an embedded single-validator chain kept
+    /// in this directory; without it, anchors wait in the outbox.
+    #[arg(long, env = "MEDVAULT_CHAIN_DIR")]
+    chain_dir: Option<PathBuf>,
+    /// Where export jobs write their files.
+    #[arg(long, env = "MEDVAULT_EXPORT_DIR", default_value = ".medvault/exports")]
+    export_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -103,12 +111,12 @@ pub struct AdminCreateArgs {
 
 /// A database to use, and the throwaway cluster behind it if one was started (dropped last, so
 /// the cluster stops after the server).
-struct Database {
+pub struct Database {
     url: String,
     _cluster: Option<ThrowawayCluster>,
 }
 
-async fn open_database(database_url: Option<String>) -> anyhow::Result<Database> {
+pub async fn open_database(database_url: Option<String>) -> anyhow::Result<Database> {
     if let Some(url) = database_url {
         return Ok(Database {
             url,
@@ -124,7 +132,7 @@ async fn open_database(database_url: Option<String>) -> anyhow::Result<Database>
     })
 }
 
-async fn open_vault(
+pub async fn open_vault(
     storage: &StorageArgs,
     database: &Database,
     settings: &ServerSettings,
@@ -141,7 +149,7 @@ async fn open_vault(
     Ok(Vault::new(pool, master, settings.session_ttl))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -174,7 +182,12 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let logins = demo::seed(&vault, size, |done, total| {
+        let exports = Exports::new(
+            vault.clone(),
+            settings.export_dir.clone(),
+            settings.operator_name.clone(),
+        );
+        let logins = demo::seed(&vault, &exports, size, |done, total| {
             bar.set_length(total);
             bar.set_position(done);
         })
@@ -212,17 +225,23 @@ fn demo_banner(address: &str, logins: &demo::DemoLogins) -> String {
         "\nmedvault demo: {records} encrypted records are ready.\n\
          GraphiQL:  {address}/graphql\n\
          Metrics:   {address}/metrics\n\n\
-         Logins (password {password}):\n  admin    {admin}\n  doctor   {doctor}\n  patient  {patient}\n\n\
+         Logins (password {password}):\n  admin       {admin}\n  doctor      {doctor}\n  patient     {patient}\n  researcher  {researcher}\n\n\
          Paste into GraphiQL:\n\
          mutation {{ login(username: \"{doctor}\", password: \"{password}\") {{ token }} }}\n\
          then set the header {{\"Authorization\": \"Bearer <token>\"}} and run:\n\
          {{ patients(first: 5) {{ edges {{ node {{ id fullName birthYear }} }} }}\n  \
          patient(id: \"{patient_id}\") {{ personal {{ fullName }} records(first: 5) {{ edges {{ node {{ \
-         version content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n",
+         version content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n\n\
+         As {researcher}, request an anonymized export of the consenting patients:\n\
+         mutation {{ requestExport(policy: {{ dataset: CONDITIONS, ageBandYears: 10, dates: YEAR }}) {{ id status }} }}\n\
+         then follow it with {{ exportJob(id: \"<id>\") {{ status progressDone progressTotal manifestPath \
+         manifest {{ personsOut kAchieved files {{ name downloadPath }} }} }} }}\n\
+         and download each path with the same Authorization header.\n",
         records = logins.records,
         admin = logins.admin,
         doctor = logins.doctor,
         patient = logins.patient,
+        researcher = logins.researcher,
         patient_id = logins.patient_id,
     )
 }
@@ -235,6 +254,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             limits: QueryLimits::new(args.introspection),
             graphiql: args.introspection,
             pool_size: args.pool_size,
+            export_dir: args.export_dir.clone(),
             ..ServerSettings::default()
         };
         if args.storage.database_url.is_none() {
@@ -242,9 +262,26 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         let database = open_database(args.storage.database_url.clone()).await?;
         let vault = open_vault(&args.storage, &database, &settings).await?;
+        let chain = match &args.chain_dir {
+            Some(dir) => Some(Arc::new(
+                EmbeddedChain::open(dir)
+                    .await
+                    .context("starting the embedded anchor chain")?,
+            )),
+            None => None,
+        };
+        let worker = chain.as_ref().map(|chain| {
+            anchoring::spawn(vault.pool().clone(), chain.clone(), Duration::from_secs(1))
+        });
         let application = Application::build(&settings, vault)?;
         tracing::info!(port = application.port(), "serving GraphQL on /graphql");
         application.run_until_stopped().await?;
+        if let Some(worker) = worker {
+            worker.abort();
+        }
+        if let Some(chain) = chain {
+            chain.shutdown().await;
+        }
         drop(database);
         Ok(())
     })

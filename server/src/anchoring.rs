@@ -1,6 +1,6 @@
-//! The anchoring worker: drains the outbox of record-version leaves onto the anchor chain and
-//! records the height each one was anchored at, so that every version written can be proven
-//! unaltered from the chain alone.
+//! The anchoring worker: drains the outbox onto the anchor chain and records the height each
+//! entry was anchored at, so that every record version written and every export made can be
+//! proven unaltered from the chain alone.
 
 use deadpool_postgres::Pool;
 use medvault_anchor_chain::embedded::EmbeddedChain;
@@ -24,19 +24,42 @@ pub enum AnchoringError {
     /// The chain refused or failed the submission.
     #[error("anchor chain: {0}")]
     Chain(#[from] medvault_anchor_chain::embedded::EmbeddedError),
-    /// An outbox row does not hold a 32-byte leaf.
-    #[error("anchor outbox row {0} holds no 32-byte leaf")]
+    /// An outbox row does not hold a 32-byte leaf of a known kind.
+    #[error("anchor outbox row {0} holds no 32-byte leaf of a known kind")]
     MalformedLeaf(i64),
 }
 
-/// Anchors up to one batch of pending leaves; returns how many were anchored.
+/// What an outbox row anchors, by its `kind` column.
+pub mod outbox_kind {
+    /// A record version's leaf (MISSION.md decision 3).
+    pub const RECORD_VERSION: &str = "record_version";
+    /// The SHA3-256 of an export's manifest (decision 7).
+    pub const EXPORT_MANIFEST: &str = "export_manifest";
+}
+
+/// The chain entry an outbox row stands for.
+fn outbox_entry(id: i64, kind: &str, leaf: &[u8]) -> Result<Entry, AnchoringError> {
+    let hash = Hash32(
+        leaf.try_into()
+            .map_err(|_| AnchoringError::MalformedLeaf(id))?,
+    );
+    match kind {
+        outbox_kind::RECORD_VERSION => Ok(Entry::RecordAnchor { leaf: hash }),
+        outbox_kind::EXPORT_MANIFEST => Ok(Entry::ExportManifest {
+            manifest_hash: hash,
+        }),
+        _ => Err(AnchoringError::MalformedLeaf(id)),
+    }
+}
+
+/// Anchors up to one batch of pending entries; returns how many were anchored.
 pub async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize, AnchoringError> {
     let client = pool.get().await?;
     let pending = client
         .query(
             &client
                 .prepare_cached(
-                    "SELECT id, leaf FROM anchor_outbox WHERE anchored_height IS NULL ORDER BY id LIMIT $1",
+                    "SELECT id, kind, leaf FROM anchor_outbox WHERE anchored_height IS NULL ORDER BY id LIMIT $1",
                 )
                 .await?,
             &[&BATCH],
@@ -49,12 +72,8 @@ pub async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize,
     let mut entries = Vec::with_capacity(pending.len());
     for row in &pending {
         let id: i64 = row.get(0);
-        let leaf: [u8; 32] = row
-            .get::<_, &[u8]>(1)
-            .try_into()
-            .map_err(|_| AnchoringError::MalformedLeaf(id))?;
+        entries.push(outbox_entry(id, row.get(1), row.get(2))?);
         ids.push(id);
-        entries.push(Entry::RecordAnchor { leaf: Hash32(leaf) });
     }
     let outcomes = chain.submit(entries).await?;
     let (mut anchored_ids, mut heights) = (Vec::new(), Vec::new());

@@ -53,6 +53,11 @@ pub struct ServerSettings {
     pub pool_size: usize,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Where export jobs write their files, one directory per job. Servers sharing a database
+    /// must share this directory (a network volume) for downloads to reach any of them.
+    pub export_dir: PathBuf,
+    /// The exporting organization named in export manifests.
+    pub operator_name: String,
 }
 
 impl Default for ServerSettings {
@@ -68,6 +73,8 @@ impl Default for ServerSettings {
             workers: std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(2),
+            export_dir: PathBuf::from(".medvault/exports"),
+            operator_name: "medvault".to_owned(),
         }
     }
 }

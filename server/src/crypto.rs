@@ -187,11 +187,14 @@ impl SymmetricKey {
     }
 }
 
-/// The root of all keys. Never used directly: it derives a wrapping key for patient data keys
-/// and a pseudonym key for anchors, so a leak of one use reveals nothing of the other.
+/// The root of all keys. Never used directly: it derives a wrapping key for patient data keys,
+/// a pseudonym key for anchors, and the export signing seed and pseudonym secret, so a leak of
+/// one use reveals nothing of the others.
 pub struct MasterKey {
     wrapping_key: SymmetricKey,
     pseudonym_key: Zeroizing<[u8; KEY_LEN]>,
+    export_signing_seed: Zeroizing<[u8; KEY_LEN]>,
+    export_pseudonym_secret: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl MasterKey {
@@ -199,6 +202,8 @@ impl MasterKey {
         MasterKey {
             wrapping_key: SymmetricKey(derive(master, b"medvault/wrapping-key/v1")),
             pseudonym_key: derive(master, b"medvault/pseudonym-key/v1"),
+            export_signing_seed: derive(master, b"medvault/export-signing-key/v1"),
+            export_pseudonym_secret: derive(master, b"medvault/export-pseudonym-secret/v1"),
         }
     }
 
@@ -261,6 +266,17 @@ impl MasterKey {
     ) -> Result<SymmetricKey, OpenError> {
         self.wrapping_key
             .unwrap_key(Binding::PatientKey { patient }, wrapped)
+    }
+
+    /// The Ed25519 key that signs export manifests: derived, so that it is the same after every
+    /// restart and on every server sharing the master key, with no key file of its own.
+    pub fn export_signing_key(&self) -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&self.export_signing_seed)
+    }
+
+    /// The secret per-recipient pseudonym keys are derived from.
+    pub fn export_pseudonym_secret(&self) -> [u8; KEY_LEN] {
+        *self.export_pseudonym_secret
     }
 
     /// The patient's pseudonym on the chain: a keyed hash of their id that only this server can

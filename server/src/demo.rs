@@ -1,16 +1,20 @@
-//! The synthetic data set `medvault demo` serves: hospitals, staff, patients with grants, and
-//! records with real LOINC, ICD-10 and SNOMED CT codes and plausible values. Everything goes
+//! The synthetic data set `medvault demo` serves: hospitals, staff, patients with grants,
+//! records with real LOINC, ICD-10 and SNOMED CT codes and plausible values, and a research
+//! institute most patients consented to, with a ceiling for researchers' exports. Everything goes
 //! through the vault, so it is encrypted, versioned and authorized like real traffic. Seeded, so
 //! every run builds the same people and values (ids and keys stay random).
 
 use crate::auth::Actor;
 use crate::domain::{
-    AccessScope, CodeSystem, MedicalDetails, PersonalDetails, RecordContent, RecordKind, Role, Sex,
+    AccessScope, CodeSystem, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent,
+    RecordKind, Role, Sex,
 };
 use crate::error::ApiResult;
+use crate::exports::Exports;
 use crate::vault::{AuditedAction, NewStaffUser, Vault};
 use chrono::{Duration, NaiveDate, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use medvault_exporter::ExportCeiling;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,6 +43,9 @@ impl Default for DemoSize {
     }
 }
 
+/// The share of demo patients who consent to research.
+const RESEARCH_CONSENT_SHARE: f64 = 0.7;
+
 /// The password of every demo account.
 pub const DEMO_PASSWORD: &str = "medvault-demo-2026";
 
@@ -51,6 +58,8 @@ pub struct DemoLogins {
     pub doctor: String,
     /// A patient with records.
     pub patient: String,
+    /// A researcher of the institute, who can request exports.
+    pub researcher: String,
     /// The patient's id, for the sample query.
     pub patient_id: uuid::Uuid,
     /// How many records were written.
@@ -255,6 +264,7 @@ const ALLERGIES: [(&str, &str); 3] = [
 /// Builds the data set, calling `progress` after each unit of work with (done, total).
 pub async fn seed(
     vault: &Vault,
+    exports: &Exports,
     size: DemoSize,
     progress: impl Fn(u64, u64),
 ) -> ApiResult<DemoLogins> {
@@ -343,6 +353,36 @@ pub async fn seed(
         patients.push(created);
     }
 
+    let institute = match admins.first() {
+        Some(admin) => {
+            let institute = vault
+                .create_recipient_organization(
+                    admin,
+                    "Northwind Health Research Institute",
+                    OrganizationKind::Research,
+                )
+                .await?;
+            vault
+                .create_staff_user(
+                    institute.id,
+                    NewStaffUser {
+                        username: "researcher1".into(),
+                        password: DEMO_PASSWORD.into(),
+                        role: Role::Researcher,
+                        display_name: "Dr. Ada Northwind".into(),
+                        specialty: None,
+                    },
+                    Some(admin.user_id),
+                )
+                .await?;
+            exports
+                .set_ceiling(admin, Role::Researcher, ExportCeiling::default())
+                .await?;
+            Some(institute.id)
+        }
+        None => None,
+    };
+
     let mut records = 0;
     let far_expiry = Utc::now() + Duration::days(365);
     for (h, hospital_patients) in patients.iter().enumerate() {
@@ -373,6 +413,11 @@ pub async fn seed(
                 .authorize(own_doctor, patient.user_id, AuditedAction::AddRecord, None)
                 .await?;
             vault.add_records(&permit, contents).await?;
+            if let Some(institute) = institute.filter(|_| rng.gen_bool(RESEARCH_CONSENT_SHARE)) {
+                vault
+                    .grant_research_consent(patient, institute, far_expiry)
+                    .await?;
+            }
             done += 1;
             progress(done, total_units);
         }
@@ -384,6 +429,7 @@ pub async fn seed(
             .await?
             .unwrap_or_else(|| "doctor1-1".into()),
         patient: "patient1-1".into(),
+        researcher: "researcher1".into(),
         patient_id: first_patient.map(|p| p.user_id).unwrap_or_default(),
         records,
     })
@@ -402,8 +448,8 @@ async fn first_granted_doctor(vault: &Vault, patient: Option<Actor>) -> ApiResul
             },
         )
         .await?;
-    match grants.items.first() {
-        Some(grant) => Ok(Some(vault.user(grant.grantee_id).await?.username)),
+    match grants.items.iter().find_map(|grant| grant.grantee_id) {
+        Some(doctor) => Ok(Some(vault.user(doctor).await?.username)),
         None => Ok(None),
     }
 }

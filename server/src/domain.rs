@@ -47,6 +47,54 @@ impl Role {
     pub fn parse(name: &str) -> Option<Role> {
         Role::ALL.into_iter().find(|role| role.as_str() == name)
     }
+
+    /// The kind of organization whose users of this role receive anonymized exports, if the
+    /// role is a data recipient.
+    pub fn recipient_kind(self) -> Option<OrganizationKind> {
+        match self {
+            Role::Insurer => Some(OrganizationKind::Insurer),
+            Role::Researcher => Some(OrganizationKind::Research),
+            Role::Government => Some(OrganizationKind::Government),
+            Role::Admin | Role::Doctor | Role::Patient | Role::Auditor => None,
+        }
+    }
+}
+
+/// What an organization is: a member hospital, or a recipient of anonymized exports that
+/// patients may give research consent to.
+#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+pub enum OrganizationKind {
+    Hospital,
+    Insurer,
+    Research,
+    Government,
+}
+
+impl OrganizationKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [OrganizationKind; 4] = [
+        OrganizationKind::Hospital,
+        OrganizationKind::Insurer,
+        OrganizationKind::Research,
+        OrganizationKind::Government,
+    ];
+
+    /// The kind's name as stored in the `organizations.kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrganizationKind::Hospital => "hospital",
+            OrganizationKind::Insurer => "insurer",
+            OrganizationKind::Research => "research",
+            OrganizationKind::Government => "government",
+        }
+    }
+
+    /// Parses a stored kind.
+    pub fn parse(name: &str) -> Option<OrganizationKind> {
+        OrganizationKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
 }
 
 /// What a patient's grant allows, stored as a bit mask so that the consent circuit can check
@@ -57,6 +105,8 @@ pub enum AccessScope {
     Read,
     /// Add, update and delete records.
     Write,
+    /// Be included in anonymized exports to a recipient organization.
+    Research,
 }
 
 impl AccessScope {
@@ -65,6 +115,7 @@ impl AccessScope {
         match self {
             AccessScope::Read => 1,
             AccessScope::Write => 2,
+            AccessScope::Research => 4,
         }
     }
 
@@ -75,7 +126,7 @@ impl AccessScope {
 
     /// The scopes present in a stored mask.
     pub fn from_mask(mask: i32) -> Vec<AccessScope> {
-        [AccessScope::Read, AccessScope::Write]
+        [AccessScope::Read, AccessScope::Write, AccessScope::Research]
             .into_iter()
             .filter(|scope| mask & scope.bit() != 0)
             .collect()
@@ -106,6 +157,15 @@ pub enum CodeSystem {
 }
 
 impl CodeSystem {
+    /// The system's name as GraphQL and exports spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CodeSystem::Loinc => "LOINC",
+            CodeSystem::Icd10 => "ICD10",
+            CodeSystem::SnomedCt => "SNOMED_CT",
+        }
+    }
+
     /// Whether `code` is well formed in this system, check digit included.
     pub fn accepts(self, code: &str) -> bool {
         match self {

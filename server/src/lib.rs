@@ -13,6 +13,7 @@ pub mod database;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod exports;
 pub mod graphql;
 pub mod metrics;
 pub mod postgres_cluster;

@@ -1,7 +1,8 @@
 //! Building and running the HTTP application: the one route table.
 
 use crate::configuration::ServerSettings;
-use crate::error::ApiError;
+use crate::error::{parse_id, ApiError};
+use crate::exports::Exports;
 use crate::graphql::{self, MedvaultSchema};
 use crate::metrics::Metrics;
 use crate::vault::Vault;
@@ -41,6 +42,7 @@ pub struct Application {
 struct AppState {
     schema: MedvaultSchema,
     vault: Vault,
+    exports: Exports,
     metrics: Metrics,
     graphiql: bool,
     max_batch_operations: usize,
@@ -60,9 +62,15 @@ impl Application {
                 source,
             })?
             .port();
+        let exports = Exports::new(
+            vault.clone(),
+            settings.export_dir.clone(),
+            settings.operator_name.clone(),
+        );
         let state = web::Data::new(AppState {
-            schema: graphql::build_schema(vault.clone(), settings.limits),
+            schema: graphql::build_schema(vault.clone(), exports.clone(), settings.limits),
             vault,
+            exports,
             metrics: Metrics::new()?,
             graphiql: settings.graphiql,
             max_batch_operations: settings.max_batch_operations,
@@ -75,6 +83,7 @@ impl Application {
                 .wrap(actix_web::middleware::from_fn(observe))
                 .route("/graphql", web::post().to(graphql_endpoint))
                 .route("/graphql", web::get().to(graphiql))
+                .route("/exports/{job}/{file}", web::get().to(export_file))
                 .route("/health", web::get().to(health))
                 .route("/ready", web::get().to(ready))
                 .route("/metrics", web::get().to(metrics))
@@ -233,6 +242,66 @@ fn label_errors(metrics: &Metrics, response: &mut Response) {
         };
         metrics.observe_graphql_error(&code);
     }
+}
+
+/// Streams one file of a finished export to a member of the requesting organization.
+async fn export_file(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (job, file) = path.into_inner();
+    let refuse = |status: actix_web::http::StatusCode, error: ApiError| {
+        HttpResponse::build(status).json(error_response(error.code(), error.message()))
+    };
+    let actor = match bearer_token(&request) {
+        Some(token) => state.vault.authenticate(&token).await,
+        None => Ok(None),
+    };
+    let actor = match actor {
+        Ok(Some(actor)) => actor,
+        Ok(None) => {
+            return refuse(
+                actix_web::http::StatusCode::UNAUTHORIZED,
+                ApiError::Unauthenticated("send Authorization: Bearer <token>"),
+            )
+        }
+        Err(error) => return refuse(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, error),
+    };
+    let located = match parse_id(&async_graphql::ID(job), "job") {
+        Ok(job) => state.exports.file(&actor, job, &file).await,
+        Err(_) => Err(ApiError::NotFound("export job")),
+    };
+    let path = match located {
+        Ok(path) => path,
+        Err(error @ ApiError::Internal(_)) => {
+            return refuse(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR, error)
+        }
+        Err(error) => return refuse(actix_web::http::StatusCode::NOT_FOUND, error),
+    };
+    let opened = match tokio::fs::File::open(&path).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::error!(%error, "an export file listed in its manifest cannot be opened");
+            return refuse(
+                actix_web::http::StatusCode::NOT_FOUND,
+                ApiError::NotFound("export file"),
+            );
+        }
+    };
+    let content_type = match file.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("json") => "application/json",
+        Some("arrow") => "application/vnd.apache.arrow.file",
+        Some("parquet") => "application/vnd.apache.parquet",
+        _ => "application/octet-stream",
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
+        ))
+        .streaming(tokio_util::io::ReaderStream::new(opened))
 }
 
 async fn graphiql(state: web::Data<AppState>) -> HttpResponse {

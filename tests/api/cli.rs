@@ -29,6 +29,7 @@ fn every_subcommand_has_help() {
         vec!["audit", "chain", "--help"],
         vec!["audit", "entry", "--help"],
         vec!["audit", "export", "--help"],
+        vec!["export", "--help"],
     ] {
         let output = medvault().args(&args).output().expect("run medvault");
         assert!(output.status.success(), "medvault {args:?} --help failed");

@@ -19,6 +19,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub struct TestApp {
     pub address: String,
     pub database_url: String,
+    /// The master key, for running the binary against the same vault.
+    pub master_key_hex: String,
+    /// Where the server's export jobs write.
+    pub export_dir: std::path::PathBuf,
     pub vault: Vault,
     http: reqwest::Client,
 }
@@ -43,18 +47,21 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("create test database");
     let pool = database::connect_pool(&database_url, 16).expect("pool");
     database::migrate(&pool).await.expect("migrate");
-    let master = MasterKey::from_hex(&format!(
+    let master_key_hex = format!(
         "{:032x}{:032x}",
         Uuid::new_v4().as_u128(),
         Uuid::new_v4().as_u128()
-    ))
-    .expect("master key");
+    );
+    let master = MasterKey::from_hex(&master_key_hex).expect("master key");
+    let export_dir =
+        std::env::temp_dir().join(format!("medvault-exports-{}", Uuid::new_v4().simple()));
     let vault = Vault::new(pool, master, chrono::Duration::hours(1));
     let settings = ServerSettings {
         bind: "127.0.0.1:0".parse().expect("address"),
         limits: QueryLimits::new(options.introspection),
         graphiql: options.introspection,
         workers: 1,
+        export_dir: export_dir.clone(),
         ..ServerSettings::default()
     };
     let application = Application::build(&settings, vault.clone()).expect("build application");
@@ -63,6 +70,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     TestApp {
         address,
         database_url,
+        master_key_hex,
+        export_dir,
         vault,
         http: reqwest::Client::new(),
     }
@@ -220,18 +229,38 @@ impl TestApp {
         (id, self.login(username).await)
     }
 
-    /// An admin creates a staff user of another role; returns the token.
+    /// An admin creates a staff user of another role in their hospital; returns the token.
     pub async fn create_staff(&self, admin: &str, username: &str, role: &str) -> String {
-        let answer = self
-            .graphql(
-                Some(admin),
-                "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
-                json!({ "input": { "username": username, "password": PASSWORD, "role": role,
-                                   "displayName": username } }),
-            )
-            .await;
-        answer.data();
+        self.try_create_staff(admin, username, role, None)
+            .await
+            .data();
         self.login(username).await
+    }
+
+    /// An admin creates a staff user, in `organization` if given.
+    pub async fn try_create_staff(
+        &self,
+        admin: &str,
+        username: &str,
+        role: &str,
+        organization: Option<&str>,
+    ) -> Answer {
+        self.graphql(
+            Some(admin),
+            "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
+            json!({ "input": { "username": username, "password": PASSWORD, "role": role,
+                               "displayName": username, "organizationId": organization } }),
+        )
+        .await
+    }
+
+    /// GETs a path with an optional bearer token.
+    pub async fn get_with(&self, token: Option<&str>, path: &str) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("send request")
     }
 
     /// An admin registers a patient named `full_name`; returns (id, token).

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod concurrency;
 mod encryption_at_rest;
+mod exports;
 mod helpers;
 mod hygiene;
 mod use_cases;

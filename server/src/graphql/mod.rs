@@ -1,6 +1,7 @@
 //! The GraphQL schema: built by one function, exported as SDL to `schema.graphql`, and mounted by
 //! the HTTP application. Only this module and `startup` know GraphQL exists.
 
+mod exports;
 mod loaders;
 mod mutation;
 mod query;
@@ -8,6 +9,7 @@ mod types;
 
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
+use crate::exports::Exports;
 use crate::vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
@@ -53,10 +55,11 @@ impl Default for QueryLimits {
     }
 }
 
-/// Builds the schema over `vault`.
-pub fn build_schema(vault: Vault, limits: QueryLimits) -> MedvaultSchema {
+/// Builds the schema over `vault` and its export jobs.
+pub fn build_schema(vault: Vault, exports: Exports, limits: QueryLimits) -> MedvaultSchema {
     let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(vault)
+        .data(exports)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)

@@ -1,9 +1,13 @@
 //! Write operations.
 
-use super::types::{DeletedRecord, Grant, MedicalRecord, Patient, Session, User};
+use super::exports::{ExportCeilingRules, ExportCeilingView, ExportJob, ExportPolicyInput};
+use super::types::{DeletedRecord, Grant, MedicalRecord, Organization, Patient, Session, User};
 use super::{actor, permit, RequestContext};
-use crate::domain::{AccessScope, MedicalDetails, PersonalDetails, RecordContent, Role};
+use crate::domain::{
+    AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
+};
 use crate::error::{parse_id, ApiError};
+use crate::exports::Exports;
 use crate::vault::{require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH};
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use chrono::{DateTime, Utc};
@@ -45,6 +49,9 @@ pub struct CreateUserInput {
     role: Role,
     #[graphql(validator(min_length = 1, max_length = 200))]
     display_name: String,
+    /// A recipient organization to create the account in (its kind must match the role);
+    /// the admin's own hospital if omitted.
+    organization_id: Option<ID>,
 }
 
 #[Object]
@@ -98,7 +105,7 @@ impl MutationRoot {
             display_name: input.full_name,
             specialty: Some(input.specialty),
         };
-        create_staff(ctx, user).await
+        create_staff(ctx, user, None).await
     }
 
     /// An admin creates another staff account of their hospital.
@@ -109,6 +116,10 @@ impl MutationRoot {
             )
             .into());
         }
+        let organization = input
+            .organization_id
+            .map(|id| parse_id(&id, "organizationId"))
+            .transpose()?;
         let user = NewStaffUser {
             username: input.username,
             password: input.password,
@@ -116,7 +127,70 @@ impl MutationRoot {
             display_name: input.display_name,
             specialty: None,
         };
-        create_staff(ctx, user).await
+        create_staff(ctx, user, organization).await
+    }
+
+    /// An admin registers an insurer, research institute or government agency: an organization
+    /// patients may give research consent to, whose users receive anonymized exports.
+    async fn create_recipient_organization(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(min_length = 1, max_length = 200))] name: String,
+        kind: OrganizationKind,
+    ) -> Result<Organization> {
+        let vault = ctx.data::<Vault>()?;
+        Ok(Organization(
+            vault
+                .create_recipient_organization(&actor(ctx)?, &name, kind)
+                .await?,
+        ))
+    }
+
+    /// The patient consents to being included, anonymized, in the exports of a recipient
+    /// organization until `expiresAt`. Withdraw it with `revokeAccess`: later exports leave the
+    /// patient out.
+    async fn grant_research_consent(
+        &self,
+        ctx: &Context<'_>,
+        organization_id: ID,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Grant> {
+        let vault = ctx.data::<Vault>()?;
+        let organization = parse_id(&organization_id, "organizationId")?;
+        Ok(Grant(
+            vault
+                .grant_research_consent(&actor(ctx)?, organization, expires_at)
+                .await?,
+        ))
+    }
+
+    /// An admin sets the export ceiling of a recipient role (INSURER, RESEARCHER, GOVERNMENT).
+    async fn set_export_ceiling(
+        &self,
+        ctx: &Context<'_>,
+        role: Role,
+        rules: ExportCeilingRules,
+    ) -> Result<ExportCeilingView> {
+        let stored = ctx
+            .data::<Exports>()?
+            .set_ceiling(&actor(ctx)?, role, rules.into())
+            .await?;
+        Ok(ExportCeilingView(stored))
+    }
+
+    /// An insurer, researcher or agency asks for an anonymized export of the patients who gave
+    /// their organization research consent. It runs as a job: follow it with `exportJob`.
+    async fn request_export(
+        &self,
+        ctx: &Context<'_>,
+        policy: ExportPolicyInput,
+    ) -> Result<ExportJob> {
+        let recipient = actor(ctx)?;
+        let job = ctx
+            .data::<Exports>()?
+            .request(&recipient, policy.into_policy(recipient.organization_id))
+            .await?;
+        Ok(ExportJob(job))
     }
 
     /// The patient edits their personal details; `expectedVersion` is the profile version they
@@ -238,13 +312,29 @@ impl MutationRoot {
     }
 }
 
-async fn create_staff(ctx: &Context<'_>, user: NewStaffUser) -> Result<User> {
+/// An admin creates a staff account in their own hospital, or in a recipient organization
+/// (admins manage recipients; no admin reaches into another hospital).
+async fn create_staff(
+    ctx: &Context<'_>,
+    user: NewStaffUser,
+    organization: Option<uuid::Uuid>,
+) -> Result<User> {
     let admin = actor(ctx)?;
     require_role(&admin, Role::Admin)?;
     let vault = ctx.data::<Vault>()?;
+    let organization = match organization {
+        Some(id) if id != admin.organization_id => {
+            let recipient = vault.organization(id).await?;
+            if recipient.kind == OrganizationKind::Hospital {
+                return Err(ApiError::Forbidden.into());
+            }
+            recipient.id
+        }
+        _ => admin.organization_id,
+    };
     Ok(User(
         vault
-            .create_staff_user(admin.organization_id, user, Some(admin.user_id))
+            .create_staff_user(organization, user, Some(admin.user_id))
             .await?,
     ))
 }

@@ -1,10 +1,13 @@
 //! Read operations.
 
+use super::exports::{ExportCeilingView, ExportJob};
 use super::types::{
     Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
 };
 use super::{actor, page_request, permit, to_connection};
+use crate::domain::{OrganizationKind, Role};
 use crate::error::parse_id;
+use crate::exports::Exports;
 use crate::vault::{AuditedAction, Vault};
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
@@ -20,18 +23,20 @@ impl QueryRoot {
         Ok(User(ctx.data::<Vault>()?.user(actor(ctx)?.user_id).await?))
     }
 
-    /// The member hospitals.
+    /// The member hospitals and export recipients, or those of one kind (a patient looking for
+    /// whom to give research consent asks for INSURER, RESEARCH or GOVERNMENT).
     #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
     async fn organizations(
         &self,
         ctx: &Context<'_>,
+        kind: Option<OrganizationKind>,
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Organization>> {
         actor(ctx)?;
         let page = ctx
             .data::<Vault>()?
-            .organizations(page_request::<Uuid>(after, first)?)
+            .organizations(kind, page_request::<Uuid>(after, first)?)
             .await?;
         Ok(to_connection(
             page,
@@ -113,5 +118,39 @@ impl QueryRoot {
             .grants_of_patient(&actor(ctx)?, page_request::<Uuid>(after, first)?)
             .await?;
         Ok(to_connection(page, |grant| grant.id, Grant))
+    }
+
+    /// The export ceiling of a recipient role: any role's for admins, their own for recipients.
+    async fn export_ceiling(
+        &self,
+        ctx: &Context<'_>,
+        role: Role,
+    ) -> Result<Option<ExportCeilingView>> {
+        let ceiling = ctx.data::<Exports>()?.ceiling(&actor(ctx)?, role).await?;
+        Ok(ceiling.map(ExportCeilingView))
+    }
+
+    /// One export job of the caller's organization.
+    async fn export_job(&self, ctx: &Context<'_>, id: ID) -> Result<ExportJob> {
+        let job = ctx
+            .data::<Exports>()?
+            .job(&actor(ctx)?, parse_id(&id, "id")?)
+            .await?;
+        Ok(ExportJob(job))
+    }
+
+    /// The export jobs of the caller's organization, newest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn export_jobs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, ExportJob>> {
+        let page = ctx
+            .data::<Exports>()?
+            .jobs(&actor(ctx)?, page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(page, |job| job.id, ExportJob))
     }
 }

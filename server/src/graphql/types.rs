@@ -2,7 +2,9 @@
 //! more health data resolves through the vault, which authorizes it again.
 
 use super::{loaders::UserLoader, page_request, permit, to_connection, Cursor};
-use crate::domain::{AccessScope, MedicalDetails, PersonalDetails, RecordContent, Role};
+use crate::domain::{
+    AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
+};
 use crate::error::ApiError;
 use crate::vault::{self, AuditedAction, Vault};
 use async_graphql::connection::Connection;
@@ -11,7 +13,7 @@ use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
+pub(super) async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
     let loader = ctx.data::<DataLoader<UserLoader>>()?;
     let user = loader
         .load_one(id)
@@ -46,17 +48,24 @@ impl User {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// The user's organization: their hospital, or for insurers, researchers and agencies
+    /// possibly their recipient organization.
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Organization> {
+        load_organization(ctx, self.0.organization_id).await
+    }
     /// The user's hospital.
+    #[graphql(deprecation = "use organization, which also covers recipient organizations")]
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
-        Ok(Organization(
-            ctx.data::<Vault>()?
-                .organization(self.0.organization_id)
-                .await?,
-        ))
+        load_organization(ctx, self.0.organization_id).await
     }
 }
 
-/// A member hospital.
+async fn load_organization(ctx: &Context<'_>, id: Uuid) -> Result<Organization> {
+    Ok(Organization(ctx.data::<Vault>()?.organization(id).await?))
+}
+
+/// A member hospital, or an insurer, research institute or agency that receives anonymized
+/// exports.
 pub struct Organization(pub vault::Organization);
 
 #[Object]
@@ -66,6 +75,9 @@ impl Organization {
     }
     async fn name(&self) -> &str {
         &self.0.name
+    }
+    async fn kind(&self) -> OrganizationKind {
+        self.0.kind
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -346,8 +358,19 @@ impl Grant {
     async fn patient_id(&self) -> ID {
         ID(self.0.patient_id.to_string())
     }
-    async fn doctor(&self, ctx: &Context<'_>) -> Result<User> {
-        load_user(ctx, self.0.grantee_id).await
+    /// The doctor granted access; null for research consent.
+    async fn doctor(&self, ctx: &Context<'_>) -> Result<Option<User>> {
+        match self.0.grantee_id {
+            Some(doctor) => Ok(Some(load_user(ctx, doctor).await?)),
+            None => Ok(None),
+        }
+    }
+    /// The recipient organization given research consent; null for a doctor's access.
+    async fn organization(&self, ctx: &Context<'_>) -> Result<Option<Organization>> {
+        match self.0.grantee_organization_id {
+            Some(organization) => Ok(Some(load_organization(ctx, organization).await?)),
+            None => Ok(None),
+        }
     }
     async fn scopes(&self) -> &[AccessScope] {
         &self.0.scopes

@@ -1,11 +1,11 @@
-//! A patient's grants of access to doctors (the consent registry, checked by the policy). A new
-//! grant to a doctor replaces the previous one, so each doctor has at most one live grant per
-//! patient.
+//! A patient's grants (the consent registry, checked by the policy): access for doctors (read,
+//! write) and research consent for recipient organizations (research). A new grant to a grantee
+//! replaces the previous one, so each grantee has at most one live grant per patient.
 
 use super::policy::require_role;
 use super::{Page, PageRequest, Vault};
 use crate::auth::Actor;
-use crate::domain::{AccessScope, Role};
+use crate::domain::{AccessScope, OrganizationKind, Role};
 use crate::error::{ApiError, ApiResult};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
@@ -21,8 +21,10 @@ pub struct Grant {
     pub id: Uuid,
     /// The granting patient.
     pub patient_id: Uuid,
-    /// The doctor granted.
-    pub grantee_id: Uuid,
+    /// The doctor granted, for access grants.
+    pub grantee_id: Option<Uuid>,
+    /// The recipient organization granted, for research consent.
+    pub grantee_organization_id: Option<Uuid>,
     /// What it allows.
     pub scopes: Vec<AccessScope>,
     /// When it lapses.
@@ -40,18 +42,31 @@ impl Grant {
     }
 }
 
-const GRANT_COLUMNS: &str = "id, patient_id, grantee_id, scope, expires_at, created_at, revoked_at";
+const GRANT_COLUMNS: &str =
+    "id, patient_id, grantee_id, grantee_organization_id, scope, expires_at, \
+                             created_at, revoked_at";
 
 fn grant_from_row(row: &Row) -> Grant {
     Grant {
         id: row.get(0),
         patient_id: row.get(1),
         grantee_id: row.get(2),
-        scopes: AccessScope::from_mask(row.get(3)),
-        expires_at: row.get(4),
-        created_at: row.get(5),
-        revoked_at: row.get(6),
+        grantee_organization_id: row.get(3),
+        scopes: AccessScope::from_mask(row.get(4)),
+        expires_at: row.get(5),
+        created_at: row.get(6),
+        revoked_at: row.get(7),
     }
+}
+
+fn check_expiry(expires_at: DateTime<Utc>) -> ApiResult<()> {
+    let now = Utc::now();
+    if expires_at <= now || expires_at > now + chrono::Duration::days(MAX_GRANT_DAYS) {
+        return Err(ApiError::BadUserInput(
+            "expiresAt must be in the future and within 5 years".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Vault {
@@ -68,12 +83,12 @@ impl Vault {
         if scopes.is_empty() {
             return Err(ApiError::BadUserInput("give at least one scope".into()));
         }
-        let now = Utc::now();
-        if expires_at <= now || expires_at > now + chrono::Duration::days(MAX_GRANT_DAYS) {
+        if scopes.contains(&AccessScope::Research) {
             return Err(ApiError::BadUserInput(
-                "expiresAt must be in the future and within 5 years".into(),
+                "research consent goes to an organization: use grantResearchConsent".into(),
             ));
         }
+        check_expiry(expires_at)?;
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         let is_doctor = transaction
@@ -104,6 +119,62 @@ impl Vault {
                     &patient.user_id,
                     &doctor,
                     &AccessScope::mask(scopes),
+                    &expires_at,
+                ],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(grant_from_row(&row))
+    }
+
+    /// The patient consents, until `expires_at`, to being included in anonymized exports to a
+    /// recipient organization (insurer, research institute or agency), replacing any live
+    /// consent to it. Withdrawing is revoking the grant: later exports leave the patient out.
+    pub async fn grant_research_consent(
+        &self,
+        patient: &Actor,
+        organization: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> ApiResult<Grant> {
+        require_role(patient, Role::Patient)?;
+        check_expiry(expires_at)?;
+        let mut client = self.pool.get().await?;
+        let transaction = client.transaction().await?;
+        let kind: Option<String> = transaction
+            .query_opt(
+                "SELECT kind FROM organizations WHERE id = $1",
+                &[&organization],
+            )
+            .await?
+            .map(|row| row.get(0));
+        match kind.as_deref().and_then(OrganizationKind::parse) {
+            None => return Err(ApiError::NotFound("organization")),
+            Some(OrganizationKind::Hospital) => {
+                return Err(ApiError::BadUserInput(
+                    "research consent goes to an insurer, research or government organization"
+                        .into(),
+                ))
+            }
+            Some(_) => {}
+        }
+        transaction
+            .execute(
+                "UPDATE grants SET revoked_at = now()
+                 WHERE patient_id = $1 AND grantee_organization_id = $2 AND revoked_at IS NULL",
+                &[&patient.user_id, &organization],
+            )
+            .await?;
+        let row = transaction
+            .query_one(
+                &format!(
+                    "INSERT INTO grants (id, patient_id, grantee_organization_id, scope, expires_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING {GRANT_COLUMNS}"
+                ),
+                &[
+                    &Uuid::now_v7(),
+                    &patient.user_id,
+                    &organization,
+                    &AccessScope::Research.bit(),
                     &expires_at,
                 ],
             )

@@ -6,6 +6,7 @@ mod grants;
 mod patients;
 mod policy;
 mod records;
+mod research;
 mod sessions;
 mod users;
 
@@ -14,6 +15,7 @@ pub use grants::Grant;
 pub use patients::{PatientSummary, ProfileVersion};
 pub use policy::{require_role, AuditedAction, PatientListing, Permit};
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
+pub use research::ResearchSnapshot;
 pub use sessions::Session;
 pub use users::{NewStaffUser, Organization, UserInfo};
 
@@ -37,6 +39,11 @@ impl Vault {
             master: Arc::new(master),
             session_ttl,
         }
+    }
+
+    /// The master key, for the keys an export is signed and pseudonymized with.
+    pub fn master_key(&self) -> &MasterKey {
+        &self.master
     }
 
     /// The connection pool, for readiness checks and pool metrics.
@@ -65,7 +72,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from rows fetched with `LIMIT first + 1`.
-    fn from_overfetched(mut items: Vec<T>, first: i64) -> Self {
+    pub(crate) fn from_overfetched(mut items: Vec<T>, first: i64) -> Self {
         let limit = usize::try_from(first).unwrap_or(0);
         let has_next_page = items.len() > limit;
         items.truncate(limit);

@@ -3,6 +3,8 @@
 //! - Only a doctor with a live write grant from the patient adds, updates or deletes records.
 //! - A doctor with a live read grant, or the patient, reads.
 //! - Only the patient edits their personal details or reads their access log.
+//! - An insurer, researcher or agency exports, anonymized, the data of patients whose live
+//!   research consent names their organization.
 //! - Everything else is refused.
 //!
 //! A [`Permit`] is the only way to obtain a patient's data key, and only [`Vault::authorize`]
@@ -27,6 +29,7 @@ pub enum AuditedAction {
     UpdateRecord,
     DeleteRecord,
     ReadAccessLog,
+    ExportForResearch,
 }
 
 impl AuditedAction {
@@ -41,6 +44,7 @@ impl AuditedAction {
             AuditedAction::UpdateRecord => "update_record",
             AuditedAction::DeleteRecord => "delete_record",
             AuditedAction::ReadAccessLog => "read_access_log",
+            AuditedAction::ExportForResearch => "export_for_research",
         }
     }
 
@@ -54,15 +58,21 @@ impl AuditedAction {
             AuditedAction::AddRecord
             | AuditedAction::UpdateRecord
             | AuditedAction::DeleteRecord => Some(AccessScope::Write),
-            AuditedAction::EditPersonalDetails | AuditedAction::ReadAccessLog => None,
+            AuditedAction::EditPersonalDetails
+            | AuditedAction::ReadAccessLog
+            | AuditedAction::ExportForResearch => None,
         }
     }
 
-    /// Whether the patient may do this to their own data (records are written only by doctors).
+    /// Whether the patient may do this to their own data (records are written only by doctors,
+    /// exports made only for recipients).
     fn patient_may(self) -> bool {
         !matches!(
             self,
-            AuditedAction::AddRecord | AuditedAction::UpdateRecord | AuditedAction::DeleteRecord
+            AuditedAction::AddRecord
+                | AuditedAction::UpdateRecord
+                | AuditedAction::DeleteRecord
+                | AuditedAction::ExportForResearch
         )
     }
 }
@@ -97,6 +107,31 @@ impl Permit {
     }
 }
 
+/// The patients an export may include, and the root committing to the consents that let it.
+pub(super) struct ResearchCohort {
+    /// One export permit per consenting patient, by patient id.
+    pub permits: Vec<Permit>,
+    /// RFC 9162-shaped SHA3-256 Merkle root over the research consents used, one leaf each.
+    pub consent_root: [u8; 32],
+}
+
+/// The leaf committing to one research consent: which grant, whose, to whom, until when.
+/// Ids only, no health data, and unguessable without the grant's id.
+fn research_consent_leaf(
+    grant: Uuid,
+    patient: Uuid,
+    organization: Uuid,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) -> medvault_anchor_chain::types::Hash32 {
+    let mut data = Vec::with_capacity(96);
+    data.extend_from_slice(b"medvault/research-consent/v1");
+    data.extend_from_slice(grant.as_bytes());
+    data.extend_from_slice(patient.as_bytes());
+    data.extend_from_slice(organization.as_bytes());
+    data.extend_from_slice(&expires_at.timestamp_millis().to_be_bytes());
+    medvault_anchor_chain::merkle::leaf_hash(&data)
+}
+
 /// Which patients a caller may list in summary form (id, name, birth year), never medical data.
 #[derive(Clone, Copy, Debug)]
 pub enum PatientListing {
@@ -121,6 +156,13 @@ fn decide(
             Some(scope) if granted_mask & scope.bit() != 0 => Ok(()),
             Some(_) => Err("no live grant with the required scope"),
             None => Err("only the patient may do this"),
+        },
+        role if role.recipient_kind().is_some() => match action {
+            AuditedAction::ExportForResearch if granted_mask & AccessScope::Research.bit() != 0 => {
+                Ok(())
+            }
+            AuditedAction::ExportForResearch => Err("no live research consent"),
+            _ => Err("recipients receive only anonymized exports"),
         },
         _ => Err("role may not access health data"),
     }
@@ -228,6 +270,99 @@ impl Vault {
         Ok(())
     }
 
+    /// The patients whose live research consent names `recipient`'s organization, each as a
+    /// permit to export their data, read through `snapshot` so that the cohort and the data
+    /// exported are one consistent state. Every inclusion is written to the access log; a caller
+    /// who is not a recipient is refused (and the refusal logged).
+    pub(super) async fn authorize_research_cohort(
+        &self,
+        recipient: &Actor,
+        snapshot: &tokio_postgres::Client,
+    ) -> ApiResult<ResearchCohort> {
+        if recipient.role.recipient_kind().is_none() {
+            let client = self.pool.get().await?;
+            client
+                .execute(
+                    &client
+                        .prepare_cached(
+                            "INSERT INTO access_log (actor_id, actor_role, action, outcome, reason)
+                             VALUES ($1, $2, $3, 'denied', $4)",
+                        )
+                        .await?,
+                    &[
+                        &recipient.user_id,
+                        &recipient.role.as_str(),
+                        &AuditedAction::ExportForResearch.as_str(),
+                        &"only insurers, researchers and agencies export",
+                    ],
+                )
+                .await?;
+            return Err(ApiError::Forbidden);
+        }
+        let rows = snapshot
+            .query(
+                "SELECT DISTINCT ON (g.patient_id)
+                        g.id, g.patient_id, g.scope, g.expires_at, k.wrapped_key
+                 FROM grants g JOIN patient_keys k ON k.patient_id = g.patient_id
+                 WHERE g.grantee_organization_id = $1 AND g.revoked_at IS NULL
+                   AND g.expires_at > now()
+                 ORDER BY g.patient_id, g.expires_at DESC",
+                &[&recipient.organization_id],
+            )
+            .await?;
+        let mut permits = Vec::with_capacity(rows.len());
+        let mut consent_leaves = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let patient: Uuid = row.get(1);
+            if decide(
+                recipient,
+                patient,
+                AuditedAction::ExportForResearch,
+                row.get(2),
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let grant: Uuid = row.get(0);
+            let expires_at: chrono::DateTime<chrono::Utc> = row.get(3);
+            consent_leaves.push(research_consent_leaf(
+                grant,
+                patient,
+                recipient.organization_id,
+                expires_at,
+            ));
+            permits.push(Permit {
+                actor: *recipient,
+                patient,
+                action: AuditedAction::ExportForResearch,
+                data_key: self.master.unwrap_patient_key(patient, row.get(4))?,
+            });
+        }
+        let patients: Vec<Uuid> = permits.iter().map(|permit| permit.patient).collect();
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "INSERT INTO access_log (actor_id, actor_role, action, patient_id, outcome)
+                         SELECT $1, $2, $3, patient, 'allowed' FROM unnest($4::uuid[]) AS p(patient)",
+                    )
+                    .await?,
+                &[
+                    &recipient.user_id,
+                    &recipient.role.as_str(),
+                    &AuditedAction::ExportForResearch.as_str(),
+                    &patients,
+                ],
+            )
+            .await?;
+        Ok(ResearchCohort {
+            permits,
+            consent_root: medvault_anchor_chain::merkle::root(&consent_leaves).0,
+        })
+    }
+
     /// Which patients `actor` may list in summary form.
     pub fn patient_listing(&self, actor: &Actor) -> ApiResult<PatientListing> {
         match actor.role {
@@ -259,7 +394,7 @@ mod tests {
         }
     }
 
-    const ALL_ACTIONS: [AuditedAction; 8] = [
+    const ALL_ACTIONS: [AuditedAction; 9] = [
         AuditedAction::ReadProfile,
         AuditedAction::EditPersonalDetails,
         AuditedAction::ReadRecords,
@@ -268,6 +403,7 @@ mod tests {
         AuditedAction::UpdateRecord,
         AuditedAction::DeleteRecord,
         AuditedAction::ReadAccessLog,
+        AuditedAction::ExportForResearch,
     ];
 
     #[test]
@@ -309,6 +445,29 @@ mod tests {
         for action in ALL_ACTIONS.into_iter().filter(|a| a.patient_may()) {
             assert!(decide(&patient, Uuid::from_u128(1), action, 0).is_ok());
             assert!(decide(&patient, Uuid::from_u128(2), action, 3).is_err());
+        }
+    }
+
+    #[test]
+    fn recipients_only_export_and_only_with_research_consent() {
+        for role in [Role::Insurer, Role::Researcher, Role::Government] {
+            let recipient = actor(role);
+            let patient = Uuid::from_u128(2);
+            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, 4).is_ok());
+            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, 3).is_err());
+            for action in ALL_ACTIONS
+                .into_iter()
+                .filter(|a| *a != AuditedAction::ExportForResearch)
+            {
+                assert!(
+                    decide(&recipient, patient, action, 7).is_err(),
+                    "{role:?} {action:?}"
+                );
+            }
+        }
+        for role in [Role::Admin, Role::Doctor, Role::Patient, Role::Auditor] {
+            let caller = actor(role);
+            assert!(decide(&caller, caller.user_id, AuditedAction::ExportForResearch, 7).is_err());
         }
     }
 

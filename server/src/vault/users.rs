@@ -1,24 +1,50 @@
-//! Organizations (hospitals) and their users. Staff names are not health data and are stored in
+//! Organizations (member hospitals and export recipients) and their users. Staff names are not health data and are stored in
 //! the clear; a patient's identity lives only in their encrypted profile.
 
-use super::{Page, PageRequest, Vault};
+use super::{require_role, Page, PageRequest, Vault};
 use crate::auth::{self, Actor};
-use crate::domain::Role;
+use crate::domain::{OrganizationKind, Role};
 use crate::error::{ApiError, ApiResult};
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// A member hospital.
+/// A member hospital or an export recipient.
 #[derive(Clone, Debug)]
 pub struct Organization {
     /// Its id.
     pub id: Uuid,
     /// Its unique name.
     pub name: String,
+    /// Hospital or which kind of recipient.
+    pub kind: OrganizationKind,
     /// When it was registered.
     pub created_at: DateTime<Utc>,
+}
+
+const ORGANIZATION_COLUMNS: &str = "id, name, kind, created_at";
+
+fn organization_from_row(row: &Row) -> ApiResult<Organization> {
+    Ok(Organization {
+        id: row.get(0),
+        name: row.get(1),
+        kind: OrganizationKind::parse(row.get(2)).ok_or_else(|| ApiError::internal(UnknownKind))?,
+        created_at: row.get(3),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored organization has an unknown kind")]
+struct UnknownKind;
+
+fn check_organization_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(ApiError::BadUserInput(
+            "organization name must be 1 to 200 characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A user as any authenticated caller may see them: no secrets, no health data.
@@ -109,31 +135,60 @@ pub(super) fn check_username(username: &str) -> ApiResult<()> {
 impl Vault {
     /// Registers a hospital, or returns the existing one of that name.
     pub async fn ensure_organization(&self, name: &str) -> ApiResult<Organization> {
-        if name.trim().is_empty() || name.len() > 200 {
+        check_organization_name(name)?;
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                &client
+                    .prepare_cached(&format!(
+                        "WITH inserted AS (
+                     INSERT INTO organizations (id, name) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING RETURNING {ORGANIZATION_COLUMNS})
+                 SELECT {ORGANIZATION_COLUMNS} FROM inserted
+                 UNION ALL SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE name = $2"
+                    ))
+                    .await?,
+                &[&Uuid::now_v7(), &name],
+            )
+            .await?;
+        organization_from_row(&row)
+    }
+
+    /// An admin registers an insurer, research institute or government agency that patients
+    /// may give research consent to.
+    pub async fn create_recipient_organization(
+        &self,
+        admin: &Actor,
+        name: &str,
+        kind: OrganizationKind,
+    ) -> ApiResult<Organization> {
+        require_role(admin, Role::Admin)?;
+        check_organization_name(name)?;
+        if kind == OrganizationKind::Hospital {
             return Err(ApiError::BadUserInput(
-                "organization name must be 1 to 200 characters".into(),
+                "hospitals join with `medvault admin create`, not as recipients".into(),
             ));
         }
         let client = self.pool.get().await?;
         let row = client
             .query_one(
                 &client
-                    .prepare_cached(
-                        "WITH inserted AS (
-                     INSERT INTO organizations (id, name) VALUES ($1, $2)
-                     ON CONFLICT (name) DO NOTHING RETURNING id, name, created_at)
-                 SELECT id, name, created_at FROM inserted
-                 UNION ALL SELECT id, name, created_at FROM organizations WHERE name = $2",
-                    )
+                    .prepare_cached(&format!(
+                        "INSERT INTO organizations (id, name, kind) VALUES ($1, $2, $3)
+                         RETURNING {ORGANIZATION_COLUMNS}"
+                    ))
                     .await?,
-                &[&Uuid::now_v7(), &name],
+                &[&Uuid::now_v7(), &name, &kind.as_str()],
             )
-            .await?;
-        Ok(Organization {
-            id: row.get(0),
-            name: row.get(1),
-            created_at: row.get(2),
-        })
+            .await
+            .map_err(|error| {
+                if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    ApiError::Conflict("an organization of that name exists".into())
+                } else {
+                    error.into()
+                }
+            })?;
+        organization_from_row(&row)
     }
 
     /// One organization by id.
@@ -142,41 +197,44 @@ impl Vault {
         let row = client
             .query_opt(
                 &client
-                    .prepare_cached("SELECT id, name, created_at FROM organizations WHERE id = $1")
+                    .prepare_cached(&format!(
+                        "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = $1"
+                    ))
                     .await?,
                 &[&id],
             )
             .await?
             .ok_or(ApiError::NotFound("organization"))?;
-        Ok(Organization {
-            id: row.get(0),
-            name: row.get(1),
-            created_at: row.get(2),
-        })
+        organization_from_row(&row)
     }
 
-    /// All member hospitals, by id.
-    pub async fn organizations(&self, page: PageRequest<Uuid>) -> ApiResult<Page<Organization>> {
+    /// Organizations by id, all of them or those of one kind.
+    pub async fn organizations(
+        &self,
+        kind: Option<OrganizationKind>,
+        page: PageRequest<Uuid>,
+    ) -> ApiResult<Page<Organization>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
                 &client
-                    .prepare_cached(
-                        "SELECT id, name, created_at FROM organizations
-                 WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {ORGANIZATION_COLUMNS} FROM organizations
+                 WHERE ($1::text IS NULL OR kind = $1) AND ($2::uuid IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3"
+                    ))
                     .await?,
-                &[&page.after, &(page.first + 1)],
+                &[
+                    &kind.map(OrganizationKind::as_str),
+                    &page.after,
+                    &(page.first + 1),
+                ],
             )
             .await?;
         let items = rows
             .iter()
-            .map(|row| Organization {
-                id: row.get(0),
-                name: row.get(1),
-                created_at: row.get(2),
-            })
-            .collect();
+            .map(organization_from_row)
+            .collect::<ApiResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 
@@ -204,8 +262,25 @@ impl Vault {
                 "specialty is at most 200 characters".into(),
             ));
         }
-        let password_hash = hash_new_password(&user.password).await?;
         let client = self.pool.get().await?;
+        let kind: String = client
+            .query_opt(
+                &client
+                    .prepare_cached("SELECT kind FROM organizations WHERE id = $1")
+                    .await?,
+                &[&organization],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("organization"))?
+            .get(0);
+        let recipient = OrganizationKind::parse(&kind).filter(|k| *k != OrganizationKind::Hospital);
+        if recipient.is_some() && user.role.recipient_kind() != recipient {
+            return Err(ApiError::BadUserInput(format!(
+                "{} accounts cannot belong to a {kind} organization",
+                user.role.as_str()
+            )));
+        }
+        let password_hash = hash_new_password(&user.password).await?;
         let row = client
             .query_one(
                 &client
@@ -229,6 +304,25 @@ impl Vault {
             .await
             .map_err(username_conflict)?;
         user_from_row(&row)
+    }
+
+    /// The account named `username`, acting as itself: for an operator's command run on a
+    /// user's behalf (`medvault export --requester`), never for a network caller.
+    pub async fn actor_by_username(&self, username: &str) -> ApiResult<Actor> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, role, organization_id FROM users WHERE username = $1",
+                &[&username],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        let role: &str = row.get(1);
+        Ok(Actor {
+            user_id: row.get(0),
+            role: Role::parse(role).ok_or_else(|| ApiError::internal(UnknownRole))?,
+            organization_id: row.get(2),
+        })
     }
 
     /// One user by id, as any authenticated caller may see them.

@@ -1,0 +1,628 @@
+//! Anonymized export jobs (MISSION.md decision 7): an insurer, researcher or agency asks for an
+//! export under a policy within their role's ceiling; a background job reads a snapshot of the
+//! consenting patients' data, has the exporter anonymize and write it, and queues the manifest's
+//! hash for the anchor chain; the recipient follows the job's progress and downloads the files.
+//!
+//! Files live under the server's export directory, one directory per job; the job row in
+//! PostgreSQL holds the policy, the progress and the manifest (counts and hashes, no health data).
+
+use crate::anchoring::outbox_kind;
+use crate::auth::Actor;
+use crate::domain::Role;
+use crate::error::{ApiError, ApiResult};
+use crate::vault::{Page, PageRequest, ResearchSnapshot, Vault};
+use chrono::{DateTime, Utc};
+use medvault_exporter::manifest::{manifest_hash, MANIFEST_FILE};
+use medvault_exporter::{
+    Dataset, ExportCeiling, ExportContext, ExportError, ExportPolicy, Manifest,
+};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// Consenting patients whose records are read and decrypted per database round trip.
+const PATIENTS_PER_CHUNK: usize = 256;
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum JobStatus {
+    /// Waiting for a free export slot.
+    Queued,
+    /// Reading, anonymizing and writing.
+    Running,
+    /// Files and manifest are ready to download.
+    Succeeded,
+    /// Nothing was written; `failure` says why.
+    Failed,
+}
+
+impl JobStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(stored: &str) -> ApiResult<Self> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == stored)
+        .ok_or_else(|| ApiError::internal(CorruptJob("status")))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stored export job has an unreadable {0}")]
+struct CorruptJob(&'static str);
+
+/// One export job as its requester sees it.
+#[derive(Clone, Debug)]
+pub struct ExportJob {
+    /// Its id.
+    pub id: Uuid,
+    /// Who asked.
+    pub requested_by: Uuid,
+    /// The recipient organization.
+    pub organization_id: Uuid,
+    /// The policy it runs under.
+    pub policy: ExportPolicy,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Units of work done: a consenting patient read in one pass over the data.
+    pub progress_done: i64,
+    /// Units of work in all.
+    pub progress_total: i64,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The signed manifest, once it succeeded.
+    pub manifest: Option<Manifest>,
+    /// SHA3-256 of `manifest.json` as written: what the chain anchors.
+    pub manifest_sha3: Option<Vec<u8>>,
+    /// The chain height the manifest hash was anchored at, once it is.
+    pub anchored_height: Option<i64>,
+    /// When it was asked for.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const JOB_COLUMNS: &str = "j.id, j.requested_by, j.organization_id, j.policy, j.status, \
+     j.progress_done, j.progress_total, j.failure, j.manifest, j.manifest_sha3, \
+     o.anchored_height, j.created_at, j.finished_at";
+
+const JOB_FROM: &str = "export_jobs j LEFT JOIN anchor_outbox o ON o.id = j.anchor_outbox_id";
+
+fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
+    let manifest: Option<serde_json::Value> = row.get(8);
+    Ok(ExportJob {
+        id: row.get(0),
+        requested_by: row.get(1),
+        organization_id: row.get(2),
+        policy: serde_json::from_value(row.get(3))
+            .map_err(|_| ApiError::internal(CorruptJob("policy")))?,
+        status: JobStatus::parse(row.get(4))?,
+        progress_done: row.get(5),
+        progress_total: row.get(6),
+        failure: row.get(7),
+        manifest: manifest
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| ApiError::internal(CorruptJob("manifest")))?,
+        manifest_sha3: row.get(9),
+        anchored_height: row.get(10),
+        created_at: row.get(11),
+        finished_at: row.get(12),
+    })
+}
+
+/// How far an export is, in consenting patients read per pass over the data; shared between
+/// the thread doing the export and whoever reports it (the job row, a progress bar).
+#[derive(Debug, Default)]
+pub struct ExportProgress {
+    done: AtomicI64,
+    total: AtomicI64,
+}
+
+impl ExportProgress {
+    /// Units done and units in all (0 in all until the cohort is known).
+    pub fn get(&self) -> (i64, i64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    fn start(&self, total: i64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    fn advance(&self, units: i64) {
+        self.done.fetch_add(units, Ordering::Relaxed);
+    }
+}
+
+/// How often a running job's progress is written to its row.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A ceiling as an admin set it.
+#[derive(Clone, Debug)]
+pub struct StoredCeiling {
+    /// The recipient role it bounds.
+    pub role: Role,
+    /// The bound.
+    pub ceiling: ExportCeiling,
+    /// The admin who set it.
+    pub set_by: Uuid,
+    /// When.
+    pub set_at: DateTime<Utc>,
+}
+
+/// Export jobs over a vault; cheap to clone.
+#[derive(Clone)]
+pub struct Exports {
+    vault: Vault,
+    directory: PathBuf,
+    operator: String,
+    /// One export at a time per server: an export reads and writes as fast as the machine
+    /// allows, and the API must stay responsive meanwhile.
+    slots: Arc<Semaphore>,
+}
+
+impl Exports {
+    /// Export jobs of `vault` writing under `directory`, signed as `operator`.
+    pub fn new(vault: Vault, directory: PathBuf, operator: String) -> Self {
+        Exports {
+            vault,
+            directory,
+            operator,
+            slots: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// An admin sets the ceiling for exports requested by `role` (insurer, researcher or
+    /// government).
+    pub async fn set_ceiling(
+        &self,
+        admin: &Actor,
+        role: Role,
+        ceiling: ExportCeiling,
+    ) -> ApiResult<StoredCeiling> {
+        crate::vault::require_role(admin, Role::Admin)?;
+        if role.recipient_kind().is_none() {
+            return Err(ApiError::BadUserInput(
+                "ceilings bound the insurer, researcher and government roles".into(),
+            ));
+        }
+        ceiling.validate().map_err(bad_input)?;
+        let json = serde_json::to_value(&ceiling).map_err(ApiError::internal)?;
+        let client = self.vault.pool().get().await?;
+        let row = client
+            .query_one(
+                "INSERT INTO export_ceilings (role, ceiling, set_by) VALUES ($1, $2, $3)
+                 ON CONFLICT (role) DO UPDATE
+                   SET ceiling = EXCLUDED.ceiling, set_by = EXCLUDED.set_by, set_at = now()
+                 RETURNING set_by, set_at",
+                &[&role.as_str(), &json, &admin.user_id],
+            )
+            .await?;
+        Ok(StoredCeiling {
+            role,
+            ceiling,
+            set_by: row.get(0),
+            set_at: row.get(1),
+        })
+    }
+
+    /// The ceiling for `role`, if one is set: admins see every role's, recipients their own.
+    pub async fn ceiling(&self, actor: &Actor, role: Role) -> ApiResult<Option<StoredCeiling>> {
+        if actor.role != Role::Admin && actor.role != role {
+            return Err(ApiError::Forbidden);
+        }
+        let client = self.vault.pool().get().await?;
+        let row = client
+            .query_opt(
+                "SELECT ceiling, set_by, set_at FROM export_ceilings WHERE role = $1",
+                &[&role.as_str()],
+            )
+            .await?;
+        row.map(|row| {
+            Ok(StoredCeiling {
+                role,
+                ceiling: serde_json::from_value(row.get(0))
+                    .map_err(|_| ApiError::internal(CorruptJob("ceiling")))?,
+                set_by: row.get(1),
+                set_at: row.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    /// A recipient asks for an export under `policy`; it must stay within their role's ceiling.
+    /// The job runs in the background; one unfinished job per organization at a time.
+    pub async fn request(&self, recipient: &Actor, policy: ExportPolicy) -> ApiResult<ExportJob> {
+        self.check_policy(recipient, &policy).await?;
+        let policy_json = serde_json::to_value(&policy).map_err(ApiError::internal)?;
+        let client = self.vault.pool().get().await?;
+        let id = Uuid::now_v7();
+        client
+            .execute(
+                "INSERT INTO export_jobs (id, requested_by, organization_id, policy, status)
+                 VALUES ($1, $2, $3, $4, 'queued')",
+                &[
+                    &id,
+                    &recipient.user_id,
+                    &recipient.organization_id,
+                    &policy_json,
+                ],
+            )
+            .await
+            .map_err(|error| {
+                if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    ApiError::Conflict(
+                        "an export for your organization is already queued or running".into(),
+                    )
+                } else {
+                    error.into()
+                }
+            })?;
+        let job = self.load_job(id).await?;
+        tokio::spawn(self.clone().run(id, *recipient, policy));
+        Ok(job)
+    }
+
+    /// Makes an export into `out_dir` at once, outside the job table (the operator's
+    /// `medvault export`), and queues its manifest hash for the chain.
+    pub async fn export_to_directory(
+        &self,
+        recipient: &Actor,
+        policy: ExportPolicy,
+        out_dir: PathBuf,
+        progress: Arc<ExportProgress>,
+    ) -> ApiResult<(Manifest, [u8; 32])> {
+        self.check_policy(recipient, &policy).await?;
+        let (manifest, digest) = self
+            .write_export(recipient, policy, out_dir, progress)
+            .await?;
+        let client = self.vault.pool().get().await?;
+        client
+            .execute(
+                "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2)",
+                &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
+            )
+            .await?;
+        Ok((manifest, digest))
+    }
+
+    /// Refuses a caller who is not a recipient, a role without a ceiling, and a policy above it.
+    async fn check_policy(&self, recipient: &Actor, policy: &ExportPolicy) -> ApiResult<()> {
+        if recipient.role.recipient_kind().is_none() {
+            return Err(ApiError::Forbidden);
+        }
+        let ceiling = self
+            .ceiling(recipient, recipient.role)
+            .await?
+            .ok_or_else(|| {
+                ApiError::BadUserInput(format!(
+                    "no export ceiling is set for the {} role; an admin sets one first",
+                    recipient.role.as_str()
+                ))
+            })?;
+        ceiling.ceiling.check(policy).map_err(bad_input)
+    }
+
+    /// One job of the caller's organization; NOT_FOUND for any other, so ids cannot be probed.
+    pub async fn job(&self, actor: &Actor, id: Uuid) -> ApiResult<ExportJob> {
+        let job = self.load_job(id).await?;
+        if actor.role.recipient_kind().is_none() || job.organization_id != actor.organization_id {
+            return Err(ApiError::NotFound("export job"));
+        }
+        Ok(job)
+    }
+
+    /// The caller's organization's jobs, newest first.
+    pub async fn jobs(&self, actor: &Actor, page: PageRequest<Uuid>) -> ApiResult<Page<ExportJob>> {
+        if actor.role.recipient_kind().is_none() {
+            return Err(ApiError::Forbidden);
+        }
+        let client = self.vault.pool().get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.organization_id = $1
+                     AND ($2::uuid IS NULL OR j.id < $2) ORDER BY j.id DESC LIMIT $3"
+                ),
+                &[&actor.organization_id, &page.after, &(page.first + 1)],
+            )
+            .await?;
+        let jobs = rows.iter().map(job_from_row).collect::<ApiResult<_>>()?;
+        Ok(Page::from_overfetched(jobs, page.first))
+    }
+
+    /// The path of one file of a finished job of the caller's organization: the manifest or a
+    /// file it lists. NOT_FOUND for anything else.
+    pub async fn file(&self, actor: &Actor, id: Uuid, name: &str) -> ApiResult<PathBuf> {
+        let job = self.job(actor, id).await?;
+        let listed = job.manifest.as_ref().is_some_and(|manifest| {
+            name == MANIFEST_FILE || manifest.files.iter().any(|file| file.name == name)
+        });
+        if !listed {
+            return Err(ApiError::NotFound("export file"));
+        }
+        Ok(self.job_directory(id).join(name))
+    }
+
+    fn job_directory(&self, id: Uuid) -> PathBuf {
+        self.directory.join(id.to_string())
+    }
+
+    async fn load_job(&self, id: Uuid) -> ApiResult<ExportJob> {
+        let client = self.vault.pool().get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {JOB_COLUMNS} FROM {JOB_FROM} WHERE j.id = $1"),
+                &[&id],
+            )
+            .await?
+            .ok_or(ApiError::NotFound("export job"))?;
+        job_from_row(&row)
+    }
+
+    /// Runs one job to its end and records the outcome; never leaves it running.
+    async fn run(self, id: Uuid, recipient: Actor, policy: ExportPolicy) {
+        let progress = Arc::new(ExportProgress::default());
+        let outcome = match self.slots.clone().acquire_owned().await {
+            Ok(_slot) => {
+                let reporter = tokio::spawn(self.clone().report_progress(id, progress.clone()));
+                let written = match self.mark_running(id).await {
+                    Ok(()) => {
+                        self.write_export(
+                            &recipient,
+                            policy,
+                            self.job_directory(id),
+                            progress.clone(),
+                        )
+                        .await
+                    }
+                    Err(error) => Err(error),
+                };
+                reporter.abort();
+                written
+            }
+            Err(error) => Err(ApiError::internal(error)),
+        };
+        let recorded = match outcome {
+            Ok((manifest, digest)) => {
+                self.record_success(id, &manifest, &digest, progress.get().1)
+                    .await
+            }
+            Err(error) => {
+                if let ApiError::Internal(cause) = &error {
+                    tracing::error!(job = %id, error = %cause, "export failed");
+                }
+                self.record_failure(id, &error.message()).await
+            }
+        };
+        if let Err(ApiError::Internal(cause)) = recorded {
+            tracing::error!(job = %id, error = %cause, "could not record the export's outcome");
+        }
+    }
+
+    async fn mark_running(&self, id: Uuid) -> ApiResult<()> {
+        let client = self.vault.pool().get().await?;
+        client
+            .execute(
+                "UPDATE export_jobs SET status = 'running' WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the job's progress to its row until aborted.
+    async fn report_progress(self, id: Uuid, progress: Arc<ExportProgress>) {
+        let mut reported = (-1, -1);
+        loop {
+            tokio::time::sleep(PROGRESS_INTERVAL).await;
+            let now = progress.get();
+            if now != reported {
+                match self.set_progress(id, now.0, now.1).await {
+                    Ok(()) => reported = now,
+                    Err(error) => {
+                        if let ApiError::Internal(cause) = error {
+                            tracing::warn!(job = %id, error = %cause, "progress not recorded");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a snapshot of the recipient's cohort, has the exporter write `out_dir`, and returns
+    /// the manifest and the SHA3-256 of manifest.json.
+    async fn write_export(
+        &self,
+        recipient: &Actor,
+        policy: ExportPolicy,
+        out_dir: PathBuf,
+        progress: Arc<ExportProgress>,
+    ) -> ApiResult<(Manifest, [u8; 32])> {
+        let client = self.vault.pool().get().await?;
+        let chain_height: i64 = client
+            .query_one(
+                "SELECT COALESCE(max(anchored_height), 0) FROM anchor_outbox",
+                &[],
+            )
+            .await?
+            .get(0);
+        drop(client);
+        let snapshot = self.vault.open_research_snapshot(recipient).await?;
+        // One unit per consenting patient per pass: reading profiles, then each pass the
+        // exporter makes over the events (a second one to check l-diversity).
+        let event_passes = match (policy.dataset, &policy.sensitive, policy.l) {
+            (Dataset::Patients, _, _) => 0,
+            (_, Some(_), Some(_)) => 2,
+            _ => 1,
+        };
+        let cohort = snapshot.cohort_size() as i64;
+        progress.start(cohort * (1 + event_passes));
+        let persons = snapshot.persons().await?;
+        progress.advance(cohort);
+        let context = ExportContext {
+            organization: self.operator.clone(),
+            signing_key: self.vault.master_key().export_signing_key(),
+            pseudonym_secret: self.vault.master_key().export_pseudonym_secret(),
+            consent_root: hex::encode(snapshot.consent_root()),
+            chain_height: chain_height as u64,
+            as_of: Utc::now(),
+        };
+        if let Some(parent) = out_dir.parent() {
+            std::fs::create_dir_all(parent).map_err(ApiError::internal)?;
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let (written, snapshot) = tokio::task::spawn_blocking(move || {
+            let events = || {
+                stream_events(&runtime, &snapshot, |patients| {
+                    progress.advance(patients as i64)
+                })
+            };
+            let written = medvault_exporter::export(&policy, &context, &persons, events, &out_dir)
+                .and_then(|manifest| Ok((manifest, manifest_hash(&out_dir)?)));
+            (written, snapshot)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        snapshot.close().await?;
+        let (manifest, digest_hex) = written.map_err(export_failure)?;
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&digest_hex, &mut digest).map_err(ApiError::internal)?;
+        Ok((manifest, digest))
+    }
+
+    async fn set_progress(&self, id: Uuid, done: i64, total: i64) -> ApiResult<()> {
+        let client = self.vault.pool().get().await?;
+        client
+            .execute(
+                "UPDATE export_jobs SET progress_done = $2, progress_total = $3 WHERE id = $1",
+                &[&id, &done, &total],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the job done and queues its manifest hash for the chain, in one transaction.
+    async fn record_success(
+        &self,
+        id: Uuid,
+        manifest: &Manifest,
+        digest: &[u8; 32],
+        work: i64,
+    ) -> ApiResult<()> {
+        let json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
+        let mut client = self.vault.pool().get().await?;
+        let transaction = client.transaction().await?;
+        let outbox_id: i64 = transaction
+            .query_one(
+                "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2) RETURNING id",
+                &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
+            )
+            .await?
+            .get(0);
+        transaction
+            .execute(
+                "UPDATE export_jobs SET status = 'succeeded', manifest = $2, manifest_sha3 = $3,
+                        anchor_outbox_id = $4, progress_done = $5, progress_total = $5,
+                        finished_at = now()
+                 WHERE id = $1",
+                &[&id, &json, &digest.as_slice(), &outbox_id, &work],
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, id: Uuid, failure: &str) -> ApiResult<()> {
+        let client = self.vault.pool().get().await?;
+        client
+            .execute(
+                "UPDATE export_jobs SET status = 'failed', failure = $2, finished_at = now()
+                 WHERE id = $1",
+                &[&id, &failure],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The snapshot's events, read [`PATIENTS_PER_CHUNK`] patients at a time from the blocking
+/// thread the export runs on; `chunk_done` hears how many patients each chunk covered. The
+/// first failure ends the stream as an error, which fails the export.
+fn stream_events<'a>(
+    runtime: &'a tokio::runtime::Handle,
+    snapshot: &'a ResearchSnapshot,
+    chunk_done: impl Fn(usize) + 'a,
+) -> impl Iterator<Item = Result<medvault_exporter::ClinicalEvent, ExportError>> + 'a {
+    let cohort = snapshot.cohort_size();
+    (0..cohort)
+        .step_by(PATIENTS_PER_CHUNK)
+        .map(move |start| {
+            let end = (start + PATIENTS_PER_CHUNK).min(cohort);
+            let events = runtime
+                .block_on(snapshot.events(start..end))
+                .map_err(|error| {
+                    if let ApiError::Internal(cause) = &error {
+                        tracing::error!(error = %cause, "reading the data to export failed");
+                    }
+                    ExportError::Source(error.message())
+                })?;
+            chunk_done(end - start);
+            Ok(events)
+        })
+        .flat_map(|chunk: Result<Vec<_>, ExportError>| match chunk {
+            Ok(events) => EitherEvents::Events(events.into_iter()),
+            Err(error) => EitherEvents::Failed(Some(error)),
+        })
+}
+
+/// One chunk's events, or the error that ends the stream.
+enum EitherEvents {
+    Events(std::vec::IntoIter<medvault_exporter::ClinicalEvent>),
+    Failed(Option<ExportError>),
+}
+
+impl Iterator for EitherEvents {
+    type Item = Result<medvault_exporter::ClinicalEvent, ExportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            EitherEvents::Events(events) => events.next().map(Ok),
+            EitherEvents::Failed(error) => error.take().map(Err),
+        }
+    }
+}
+
+/// What the caller is told about a failed export: the exporter's reasons (policy not met,
+/// invalid policy) are theirs to act on; anything else is internal.
+fn export_failure(error: ExportError) -> ApiError {
+    match error {
+        ExportError::InvalidPolicy(_)
+        | ExportError::PolicyNotMet { .. }
+        | ExportError::AboveCeiling(_) => ApiError::BadUserInput(error.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+fn bad_input(error: ExportError) -> ApiError {
+    ApiError::BadUserInput(error.to_string())
+}

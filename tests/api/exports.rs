@@ -1,0 +1,681 @@
+//! Anonymized exports end to end: research consent, ceilings, jobs, downloads, real readers and
+//! the anchor.
+
+use crate::helpers::{spawn_app, TestApp};
+use medvault_anchor_chain::embedded::EmbeddedChain;
+use medvault_server::anchoring::anchor_pending;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A hospital with a doctor, a research institute with a researcher, and a ceiling for the
+/// researcher role.
+struct ExportSetting {
+    admin: String,
+    doctor: String,
+    doctor_id: String,
+    institute_id: String,
+    researcher: String,
+}
+
+async fn export_setting(app: &TestApp) -> ExportSetting {
+    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
+    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
+    let created = app
+        .graphql(
+            Some(&admin),
+            "mutation { createRecipientOrganization(name: \"Cohort Institute\", kind: RESEARCH) { id kind } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        created.data()["createRecipientOrganization"]["kind"],
+        "RESEARCH"
+    );
+    let institute_id = created.data()["createRecipientOrganization"]["id"]
+        .as_str()
+        .expect("organization id")
+        .to_owned();
+    app.try_create_staff(&admin, "researcher-r", "RESEARCHER", Some(&institute_id))
+        .await
+        .data();
+    let researcher = app.login("researcher-r").await;
+    ExportSetting {
+        admin,
+        doctor,
+        doctor_id,
+        institute_id,
+        researcher,
+    }
+}
+
+const CEILING: &str = "mutation($role: Role!, $rules: ExportCeilingInput!) {
+    setExportCeiling(role: $role, rules: $rules) { role rules { minK } } }";
+
+fn ceiling_rules(min_k: u32) -> Value {
+    json!({ "datasets": ["PATIENTS", "OBSERVATIONS", "CONDITIONS"], "minK": min_k, "minL": null,
+            "maxSuppression": 0.1, "minBirthGranularityYears": 5, "allowZip3": true,
+            "allowSex": true, "finestDates": "MONTH", "allowPerRecipientPseudonyms": false })
+}
+
+fn observations_policy(k: u32) -> Value {
+    json!({ "dataset": "OBSERVATIONS", "ageBandYears": 10, "zip3": true, "dates": "YEAR", "k": k,
+            "maxSuppression": 0.05 })
+}
+
+const REQUEST: &str =
+    "mutation($policy: ExportPolicyInput!) { requestExport(policy: $policy) { id status } }";
+
+const JOB: &str = "query($id: ID!) { exportJob(id: $id) {
+    status progressDone progressTotal failure manifestSha3 anchoredHeight manifestPath
+    manifest { personsIn personsOut personsSuppressed eventsOut kAchieved consentRoot
+               files { name rows bytes sha3256 downloadPath } } } }";
+
+/// A patient of the hospital who let the doctor write a heart rate of `value`, and consented
+/// to research by the institute if `consents`; returns (patient token, research grant id).
+async fn patient_with_record(
+    app: &TestApp,
+    setting: &ExportSetting,
+    username: &str,
+    full_name: &str,
+    value: &str,
+    consents: bool,
+) -> (String, Option<String>) {
+    let (patient_id, patient) = app
+        .create_patient(&setting.admin, username, full_name)
+        .await;
+    app.grant(&patient, &setting.doctor_id, &["READ", "WRITE"])
+        .await;
+    app.add_record(&setting.doctor, &patient_id, value).await;
+    let grant = if consents {
+        let answer = app
+            .graphql(
+                Some(&patient),
+                "mutation($o: ID!, $e: DateTime!) {
+                   grantResearchConsent(organizationId: $o, expiresAt: $e) { id scopes organization { name } } }",
+                json!({ "o": setting.institute_id,
+                        "e": (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339() }),
+            )
+            .await;
+        assert_eq!(
+            answer.data()["grantResearchConsent"]["scopes"],
+            json!(["RESEARCH"])
+        );
+        Some(
+            answer.data()["grantResearchConsent"]["id"]
+                .as_str()
+                .expect("grant id")
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    (patient, grant)
+}
+
+/// Requests an export and waits for the job to end; returns the job.
+async fn run_export(app: &TestApp, token: &str, policy: Value) -> (String, Value) {
+    let requested = app
+        .graphql(Some(token), REQUEST, json!({ "policy": policy }))
+        .await;
+    let id = requested.data()["requestExport"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    for _ in 0..600 {
+        let job = app.graphql(Some(token), JOB, json!({ "id": id })).await;
+        let job = job.data()["exportJob"].clone();
+        if job["status"] == "SUCCEEDED" || job["status"] == "FAILED" {
+            return (id, job);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("export job {id} did not finish within a minute");
+}
+
+/// Downloads every file of a finished job into a fresh directory.
+async fn download(app: &TestApp, token: &str, job: &Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medvault-download-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("download dir");
+    let mut paths = vec![(
+        "manifest.json".to_owned(),
+        job["manifestPath"]
+            .as_str()
+            .expect("manifest path")
+            .to_owned(),
+    )];
+    for file in job["manifest"]["files"].as_array().expect("files") {
+        paths.push((
+            file["name"].as_str().expect("name").to_owned(),
+            file["downloadPath"].as_str().expect("path").to_owned(),
+        ));
+    }
+    for (name, path) in paths {
+        let response = app.get_with(Some(token), &path).await;
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        let bytes = response.bytes().await.expect("file body");
+        std::fs::write(dir.join(name), bytes).expect("write download");
+    }
+    dir
+}
+
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/setup",
+        venv.display()
+    );
+    venv
+}
+
+/// Reads an export with pyarrow, polars and DuckDB; returns the readers' report.
+fn read_with_real_readers(dir: &Path, tables: &str, k: u32, forbidden: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("exporter/tests/read_export.py");
+    let output = Command::new(python())
+        .arg(script)
+        .arg(dir)
+        .arg(tables)
+        .arg(k.to_string())
+        .arg("0")
+        .args(forbidden)
+        .output()
+        .expect("run read_export.py");
+    assert!(
+        output.status.success(),
+        "read_export.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("reader report")
+}
+
+fn audit_export(dir: &Path, chain: Option<&Path>) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medvault"));
+    command.args(["audit", "export"]).arg(dir);
+    if let Some(chain) = chain {
+        command
+            .arg("--data-dir")
+            .arg(chain)
+            .arg("--genesis")
+            .arg(chain.join("genesis.json"));
+    }
+    command.output().expect("run medvault audit export")
+}
+
+#[tokio::test]
+async fn only_patients_with_live_research_consent_are_exported() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    for index in 0..10 {
+        patient_with_record(
+            &app,
+            &setting,
+            &format!("consenting-{index}"),
+            &format!("Consenting Person {index}"),
+            &format!("{}", 61 + index),
+            true,
+        )
+        .await;
+    }
+    patient_with_record(&app, &setting, "outsider", "Olive Outsider", "199.5", false).await;
+    let (withdrawer, withdrawn_grant) = patient_with_record(
+        &app,
+        &setting,
+        "withdrawer",
+        "Wendy Withdrawer",
+        "188.5",
+        true,
+    )
+    .await;
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+
+    let (first_id, first) = run_export(&app, &setting.researcher, observations_policy(5)).await;
+    assert_eq!(first["status"], "SUCCEEDED", "{first:#}");
+    let manifest = &first["manifest"];
+    assert_eq!(
+        manifest["personsIn"], 11,
+        "ten consenting patients and the withdrawer"
+    );
+    assert_eq!(manifest["personsOut"], 11);
+    assert_eq!(manifest["eventsOut"], 11);
+    assert!(manifest["kAchieved"].as_u64().expect("k") >= 5);
+    assert_eq!(first["progressDone"], first["progressTotal"]);
+    assert_eq!(
+        first["progressTotal"], 22,
+        "profiles, then one pass over the events"
+    );
+
+    let first_dir = download(&app, &setting.researcher, &first).await;
+    let report = read_with_real_readers(
+        &first_dir,
+        "person,measurement",
+        5,
+        &[
+            "199.5",
+            "Olive",
+            "Outsider",
+            "Consenting Person",
+            "Harbour Lane",
+            "example.org",
+        ],
+    );
+    assert_eq!(report["person"]["pyarrow"]["rows"], 11);
+    assert_eq!(report["person"]["duckdb"]["rows"], 11);
+    assert_eq!(report["measurement"]["polars"]["rows"], 11);
+    assert_eq!(report["forbidden_found"], json!([]), "{report:#}");
+    assert!(report["min_class_size"].as_u64() >= Some(5), "{report:#}");
+    let audited = audit_export(&first_dir, None);
+    assert!(
+        audited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audited.stderr)
+    );
+
+    // The withdrawal applies to every later export.
+    app.graphql(
+        Some(&withdrawer),
+        "mutation($g: ID!) { revokeAccess(grantId: $g) { revokedAt } }",
+        json!({ "g": withdrawn_grant }),
+    )
+    .await
+    .data();
+    let (_, second) = run_export(&app, &setting.researcher, observations_policy(5)).await;
+    assert_eq!(second["status"], "SUCCEEDED", "{second:#}");
+    assert_eq!(second["manifest"]["personsIn"], 10);
+    assert_ne!(
+        second["manifest"]["consentRoot"], first["manifest"]["consentRoot"],
+        "the consent root commits to who consented"
+    );
+    let second_dir = download(&app, &setting.researcher, &second).await;
+    let report = read_with_real_readers(
+        &second_dir,
+        "person,measurement",
+        5,
+        &["199.5", "188.5", "Wendy", "Olive"],
+    );
+    assert_eq!(report["person"]["pyarrow"]["rows"], 10);
+    assert_eq!(report["forbidden_found"], json!([]), "{report:#}");
+
+    // Each export's manifest hash reaches the chain, and an auditor checks it there.
+    let chain_dir =
+        std::env::temp_dir().join(format!("medvault-chain-{}", uuid::Uuid::new_v4().simple()));
+    let chain = EmbeddedChain::open(&chain_dir)
+        .await
+        .expect("embedded chain");
+    while anchor_pending(app.vault.pool(), &chain)
+        .await
+        .expect("anchor")
+        > 0
+    {}
+    chain.shutdown().await;
+    drop(chain);
+    let anchored = app
+        .graphql(Some(&setting.researcher), JOB, json!({ "id": first_id }))
+        .await;
+    assert!(anchored.data()["exportJob"]["anchoredHeight"]
+        .as_i64()
+        .is_some());
+    let audited = audit_export(&first_dir, Some(&chain_dir));
+    assert!(
+        audited.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&audited.stdout),
+        String::from_utf8_lossy(&audited.stderr)
+    );
+}
+
+#[tokio::test]
+async fn downloads_are_only_for_the_requesting_organization() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    for index in 0..5 {
+        patient_with_record(
+            &app,
+            &setting,
+            &format!("p-{index}"),
+            "Pat Person",
+            "70",
+            true,
+        )
+        .await;
+    }
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+    let (id, job) = run_export(&app, &setting.researcher, observations_policy(5)).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    let manifest_path = job["manifestPath"].as_str().expect("path").to_owned();
+
+    assert_eq!(
+        app.get_with(None, &manifest_path).await.status().as_u16(),
+        401
+    );
+    assert_eq!(
+        app.get_with(Some(&setting.doctor), &manifest_path)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    // A researcher of another institute sees neither the job nor its files.
+    let other = app
+        .graphql(
+            Some(&setting.admin),
+            "mutation { createRecipientOrganization(name: \"Other Institute\", kind: RESEARCH) { id } }",
+            json!({}),
+        )
+        .await;
+    let other_id = other.data()["createRecipientOrganization"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.try_create_staff(
+        &setting.admin,
+        "researcher-o",
+        "RESEARCHER",
+        Some(&other_id),
+    )
+    .await
+    .data();
+    let outsider = app.login("researcher-o").await;
+    assert_eq!(
+        app.get_with(Some(&outsider), &manifest_path)
+            .await
+            .status()
+            .as_u16(),
+        404
+    );
+    app.graphql(Some(&outsider), JOB, json!({ "id": id }))
+        .await
+        .expect_error("NOT_FOUND");
+    for name in ["secret.txt", "..%2F..%2Fetc%2Fpasswd", ".manifest.json"] {
+        let response = app
+            .get_with(Some(&setting.researcher), &format!("/exports/{id}/{name}"))
+            .await;
+        assert_eq!(response.status().as_u16(), 404, "{name}");
+    }
+    let response = app
+        .get_with(
+            Some(&setting.researcher),
+            "/exports/not-a-uuid/manifest.json",
+        )
+        .await;
+    assert_eq!(response.status().as_u16(), 404);
+    let manifest = app
+        .get_with(Some(&setting.researcher), &manifest_path)
+        .await
+        .bytes()
+        .await
+        .expect("manifest");
+    let digest = hex_sha3(&manifest);
+    assert_eq!(job["manifestSha3"].as_str(), Some(digest.as_str()));
+}
+
+fn hex_sha3(bytes: &[u8]) -> String {
+    use sha3::Digest;
+    hex::encode(sha3::Sha3_256::digest(bytes))
+}
+
+#[tokio::test]
+async fn exports_stay_within_the_ceiling_and_fail_whole() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    for index in 0..6 {
+        patient_with_record(
+            &app,
+            &setting,
+            &format!("p-{index}"),
+            "Pat Person",
+            "70",
+            true,
+        )
+        .await;
+    }
+    let answer = app
+        .graphql(
+            Some(&setting.researcher),
+            REQUEST,
+            json!({ "policy": observations_policy(5) }),
+        )
+        .await;
+    answer.expect_error("BAD_USER_INPUT");
+    assert!(answer.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("ceiling"));
+
+    app.graphql(
+        Some(&setting.researcher),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .expect_error("FORBIDDEN");
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "DOCTOR", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .expect_error("BAD_USER_INPUT");
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+
+    let below = app
+        .graphql(
+            Some(&setting.researcher),
+            REQUEST,
+            json!({ "policy": observations_policy(3) }),
+        )
+        .await;
+    below.expect_error("BAD_USER_INPUT");
+    let finer_dates = json!({ "dataset": "OBSERVATIONS", "dates": "SHIFT_PER_PERSON",
+                              "maxShiftDays": 30, "k": 5 });
+    app.graphql(
+        Some(&setting.researcher),
+        REQUEST,
+        json!({ "policy": finer_dates }),
+    )
+    .await
+    .expect_error("BAD_USER_INPUT");
+    for caller in [&setting.doctor, &setting.admin] {
+        app.graphql(
+            Some(caller),
+            REQUEST,
+            json!({ "policy": observations_policy(5) }),
+        )
+        .await
+        .expect_error("FORBIDDEN");
+    }
+
+    // Six persons cannot form classes of 50 within 5% suppression: the job fails and nothing
+    // is left in the export directory.
+    let (id, job) = run_export(&app, &setting.researcher, observations_policy(50)).await;
+    assert_eq!(job["status"], "FAILED");
+    assert!(job["failure"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("cannot be met"));
+    assert!(job["manifest"].is_null());
+    let leftovers: Vec<_> = std::fs::read_dir(&app.export_dir)
+        .map(|entries| entries.flatten().map(|entry| entry.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?} left for job {id}");
+}
+
+#[tokio::test]
+async fn research_consent_goes_only_to_recipient_organizations() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    let (patient_id, patient) = app.create_patient(&setting.admin, "jane", "Jane Roe").await;
+    let hospitals = app
+        .graphql(
+            Some(&patient),
+            "{ organizations(kind: HOSPITAL) { edges { node { id name } } } }",
+            json!({}),
+        )
+        .await;
+    let hospital_id = hospitals.data()["organizations"]["edges"][0]["node"]["id"]
+        .as_str()
+        .expect("hospital")
+        .to_owned();
+    let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let consent = "mutation($o: ID!, $e: DateTime!) { grantResearchConsent(organizationId: $o, expiresAt: $e) { id } }";
+    app.graphql(
+        Some(&patient),
+        consent,
+        json!({ "o": hospital_id, "e": expires }),
+    )
+    .await
+    .expect_error("BAD_USER_INPUT");
+    app.graphql(
+        Some(&patient),
+        consent,
+        json!({ "o": uuid::Uuid::new_v4().to_string(), "e": expires }),
+    )
+    .await
+    .expect_error("NOT_FOUND");
+    app.graphql(
+        Some(&setting.researcher),
+        consent,
+        json!({ "o": setting.institute_id, "e": expires }),
+    )
+    .await
+    .expect_error("FORBIDDEN");
+    app.graphql(
+        Some(&patient),
+        "mutation($d: ID!, $e: DateTime!) { grantAccess(doctorId: $d, scopes: [READ, RESEARCH], expiresAt: $e) { id } }",
+        json!({ "d": setting.doctor_id, "e": expires }),
+    )
+    .await
+    .expect_error("BAD_USER_INPUT");
+    app.try_create_staff(
+        &setting.admin,
+        "wrong-role",
+        "INSURER",
+        Some(&setting.institute_id),
+    )
+    .await
+    .expect_error("BAD_USER_INPUT");
+
+    // Consent lets the institute's exports include the patient, and nothing more: its
+    // researcher still cannot read the patient's data.
+    app.graphql(
+        Some(&patient),
+        consent,
+        json!({ "o": setting.institute_id, "e": expires }),
+    )
+    .await
+    .data();
+    let grants = app
+        .graphql(
+            Some(&patient),
+            "{ myGrants { edges { node { scopes doctor { id } organization { name kind } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        grants.data()["myGrants"]["edges"][0]["node"],
+        json!({ "scopes": ["RESEARCH"], "doctor": null,
+                "organization": { "name": "Cohort Institute", "kind": "RESEARCH" } })
+    );
+    app.graphql(
+        Some(&setting.researcher),
+        "query($id: ID!) { patient(id: $id) { personal { fullName } } }",
+        json!({ "id": patient_id }),
+    )
+    .await
+    .expect_error("FORBIDDEN");
+}
+
+#[tokio::test]
+async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    for index in 0..5 {
+        patient_with_record(
+            &app,
+            &setting,
+            &format!("p-{index}"),
+            "Pat Person",
+            "70",
+            true,
+        )
+        .await;
+    }
+    patient_with_record(&app, &setting, "outsider", "Olive Outsider", "199.5", false).await;
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+    let work = tempfile::tempdir().expect("work dir");
+    let export = |k: u32, requester: &str, out: &str| {
+        let policy = work.path().join(format!("policy-{k}.toml"));
+        std::fs::write(
+            &policy,
+            format!(
+                "dataset = \"observations\"\nbirth = {{ kind = \"age_band\", width = 10 }}\n\
+                 zip = \"zip3\"\ndates = {{ kind = \"year\" }}\nk = {k}\n"
+            ),
+        )
+        .expect("policy file");
+        Command::new(env!("CARGO_BIN_EXE_medvault"))
+            .args(["export", "--requester", requester, "--policy"])
+            .arg(&policy)
+            .arg("--out")
+            .arg(work.path().join(out))
+            .arg("--chain-dir")
+            .arg(work.path().join("chain"))
+            .env("DATABASE_URL", &app.database_url)
+            .env("MEDVAULT_MASTER_KEY", &app.master_key_hex)
+            .output()
+            .expect("run medvault export")
+    };
+
+    let made = export(5, "researcher-r", "out");
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(stdout.contains("5 of 5 consenting persons"), "{stdout}");
+    assert!(stdout.contains("anchored"), "{stdout}");
+    let out = work.path().join("out");
+    let report = read_with_real_readers(&out, "person,measurement", 5, &["199.5", "Olive"]);
+    assert_eq!(report["person"]["pyarrow"]["rows"], 5);
+    assert_eq!(report["forbidden_found"], json!([]), "{report:#}");
+    let audited = audit_export(&out, Some(&work.path().join("chain")));
+    assert!(
+        audited.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audited.stderr)
+    );
+
+    let above = export(3, "researcher-r", "above");
+    assert!(!above.status.success());
+    assert!(String::from_utf8_lossy(&above.stderr).contains("ceiling"));
+    assert!(!work.path().join("above").exists());
+    let doctor = export(5, "dr-a", "doctor");
+    assert!(!doctor.status.success());
+    assert!(!work.path().join("doctor").exists());
+}
