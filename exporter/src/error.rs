@@ -27,6 +27,10 @@ pub enum ExportError {
         /// The allowed share, in percent.
         max_rate: f64,
     },
+    /// The caller's data source failed while the export was reading it (a database read that
+    /// broke off mid-way, for example); the export stops and writes nothing.
+    #[error("reading the data to export: {0}")]
+    Source(String),
     /// Writing the files failed.
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
