@@ -7,6 +7,10 @@ pub enum ExportError {
     /// The policy is malformed or asks for something unsupported.
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
+    /// The policy asks for more detail or less anonymity than its requester's ceiling allows;
+    /// the message names every rule broken, what was asked and what the ceiling allows.
+    #[error("above the export ceiling: {0}")]
+    AboveCeiling(String),
     /// The data cannot be made k-anonymous (and l-diverse) within the allowed suppression.
     #[error(
         "policy cannot be met: {suppressed} of {persons} persons ({rate:.1}%) would be suppressed \
