@@ -126,7 +126,13 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("medvault-export-bench-{}", std::process::id()));
     let rss_before = peak_rss_mib();
     let started = Instant::now();
-    let manifest = match export(&policy, &context, &persons, events, &dir.join("export")) {
+    let manifest = match export(
+        &policy,
+        &context,
+        &persons,
+        || events().map(Ok),
+        &dir.join("export"),
+    ) {
         Ok(manifest) => manifest,
         Err(error) => panic!("export failed: {error}"),
     };

@@ -8,15 +8,16 @@ use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
+use medvault_anchor_chain::state::ChainState;
 use medvault_anchor_chain::storage::{ChainStore, CHAIN_FILE};
 use medvault_anchor_chain::types::{
     Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
     PublicKeyBytes,
 };
 use medvault_anchor_chain::verify::{
-    audit_chain, check_conflict, verify_entry, AuditReport, AuditSummary,
+    audit_chain, check_conflict, verify_entry, AuditReport, AuditSummary, EntryProof,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Subcommand)]
@@ -97,7 +98,8 @@ pub enum AuditCommand {
     /// Check hash links, Merkle roots, signatures and governance from genesis; with several
     /// nodes, also compare them block by block for equivocation.
     Chain(ChainSource),
-    /// Check that an entry is included in a final block of an audited chain.
+    /// Check that an entry is included in a final block of an audited chain; the proof comes
+    /// from --data-dir if given, else from the first --node.
     Entry {
         #[command(flatten)]
         source: ChainSource,
@@ -105,10 +107,14 @@ pub enum AuditCommand {
         #[arg(long)]
         hash: String,
     },
-    /// Re-hash an export's files and check them and the signature against its manifest.
+    /// Re-hash an export's files and check them and the signature against its manifest; with a
+    /// chain source, also check that the manifest's hash is anchored in a final block no older
+    /// than the chain height the manifest was made at.
     Export {
         /// The export directory (holding manifest.json).
         dir: PathBuf,
+        #[command(flatten)]
+        source: ChainSource,
     },
 }
 
@@ -129,6 +135,24 @@ pub struct ChainSource {
     /// Accept trailing blocks still short of a majority of signatures.
     #[arg(long)]
     allow_pending: bool,
+}
+
+impl ChainSource {
+    /// Whether any chain flag was given: `audit export` checks the anchor only then.
+    fn is_given(&self) -> bool {
+        !self.nodes.is_empty()
+            || self.data_dir.is_some()
+            || self.genesis.is_some()
+            || self.genesis_hash.is_some()
+            || self.allow_pending
+    }
+}
+
+/// A source's audited chain, with the chain state read from --data-dir when one was given, so
+/// that proofs can be taken from the very blocks that were audited.
+struct AuditedChain {
+    report: AuditReport,
+    stored_state: Option<ChainState>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -247,40 +271,17 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match command {
             AuditCommand::Chain(source) => {
-                let report = audit_source(&source).await?;
-                println!("{}", to_json(&AuditSummary::of(&report)));
+                let audited = audit_source(&source).await?;
+                println!("{}", to_json(&AuditSummary::of(&audited.report)));
                 Ok(())
             }
-            AuditCommand::Export { dir } => {
-                let manifest = medvault_exporter::verify_export(&dir)?;
-                let manifest_sha3 = medvault_exporter::manifest::manifest_hash(&dir)?;
-                println!(
-                    "export {} verifies: {} files, {} persons (k = {}, l = {}), consent root {}, \
-                     chain height {}, manifest SHA3-256 {manifest_sha3}",
-                    manifest.export_id,
-                    manifest.files.len(),
-                    manifest.persons_out,
-                    manifest.k_achieved,
-                    manifest
-                        .l_achieved
-                        .map_or_else(|| "-".to_owned(), |l| l.to_string()),
-                    manifest.consent_root,
-                    manifest.chain_height,
-                );
-                Ok(())
-            }
+            AuditCommand::Export { dir, source } => audit_export(&dir, &source).await,
             AuditCommand::Entry { source, hash } => {
                 let hash =
                     Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
-                let report = audit_source(&source).await?;
-                let Some(node) = source.nodes.first() else {
-                    bail!("audit entry needs --node to fetch the proof from");
-                };
-                let proof = ChainClient::new(node)
-                    .proof(&hash)
+                let proof = audited_inclusion(&source, &hash)
                     .await?
                     .context("the entry is not anchored")?;
-                verify_entry(&proof, &report)?;
                 println!(
                     "entry {hash} verified: block {}, index {}",
                     proof.header.height, proof.inclusion.index
@@ -291,8 +292,83 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
     })
 }
 
+/// Checks an export's files and signature, and, given a chain source, that its manifest is
+/// anchored on that chain after the height the manifest says it was made at.
+async fn audit_export(dir: &Path, source: &ChainSource) -> anyhow::Result<()> {
+    let manifest = medvault_exporter::verify_export(dir)?;
+    let manifest_sha3 = medvault_exporter::manifest::manifest_hash(dir)?;
+    let anchor = if source.is_given() {
+        let manifest_hash =
+            Hash32::from_hex(&manifest_sha3).context("the manifest hash is not 32 bytes")?;
+        let entry_hash = Entry::ExportManifest { manifest_hash }.hash();
+        let proof = audited_inclusion(source, &entry_hash)
+            .await?
+            .context("the export's manifest hash is not anchored on this chain")?;
+        if proof.header.height < manifest.chain_height {
+            bail!(
+                "the export's manifest is anchored in block {}, before the chain height {} it \
+                 says it was made at",
+                proof.header.height,
+                manifest.chain_height
+            );
+        }
+        Some(proof)
+    } else {
+        None
+    };
+    println!(
+        "export {} verifies: {} files, {} persons (k = {}, l = {}), consent root {}, \
+         chain height {}, manifest SHA3-256 {manifest_sha3}",
+        manifest.export_id,
+        manifest.files.len(),
+        manifest.persons_out,
+        manifest.k_achieved,
+        manifest
+            .l_achieved
+            .map_or_else(|| "-".to_owned(), |l| l.to_string()),
+        manifest.consent_root,
+        manifest.chain_height,
+    );
+    match anchor {
+        Some(proof) => println!(
+            "manifest anchored: block {}, index {}",
+            proof.header.height, proof.inclusion.index
+        ),
+        None => eprintln!(
+            "the anchor was not checked: give --node HOST:PORT, or --data-dir DIR --genesis FILE, \
+             to check that the manifest hash is anchored on the chain"
+        ),
+    }
+    Ok(())
+}
+
+/// Audits the source's chain, then checks that `entry_hash` is in one of its final blocks.
+/// Returns the checked proof, or `None` when the chain does not hold the entry.
+async fn audited_inclusion(
+    source: &ChainSource,
+    entry_hash: &Hash32,
+) -> anyhow::Result<Option<EntryProof>> {
+    let audited = audit_source(source).await?;
+    let proof = if let Some(state) = &audited.stored_state {
+        state.proof(entry_hash)
+    } else if let Some(node) = source.nodes.first() {
+        ChainClient::new(node).proof(entry_hash).await?
+    } else {
+        bail!("give --node or --data-dir to fetch the proof from");
+    };
+    let Some(proof) = proof else {
+        return Ok(None);
+    };
+    let proven = proof.entry.hash();
+    if proven != *entry_hash {
+        bail!("asked for a proof of entry {entry_hash}, the chain source proved entry {proven}");
+    }
+    verify_entry(&proof, &audited.report)?;
+    Ok(Some(proof))
+}
+
 /// Audits each source's chain, then compares the chains height by height.
-async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
+async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditedChain> {
     let spec: Option<GenesisSpec> = source.genesis.as_deref().map(read_json).transpose()?;
     let trusted = match (&spec, &source.genesis_hash) {
         (Some(spec), _) => Some(Block::genesis(spec).header.hash()),
@@ -302,6 +378,7 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
         (None, None) => None,
     };
     let mut chains: Vec<(String, Vec<SignedBlock>)> = Vec::new();
+    let mut stored_state = None;
     if let Some(dir) = &source.data_dir {
         let spec = spec.as_ref().context("--data-dir needs --genesis")?;
         let state = ChainStore::read_blocks(&dir.join(CHAIN_FILE), spec)?;
@@ -309,6 +386,7 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
             .filter_map(|height| state.block(height).cloned())
             .collect();
         chains.push((dir.display().to_string(), blocks));
+        stored_state = Some(state);
     }
     for node in &source.nodes {
         chains.push((node.clone(), ChainClient::new(node).all_blocks().await?));
@@ -333,8 +411,12 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditReport> {
                 .with_context(|| format!("comparing {first_name} with {name}"))?;
         }
     }
-    reports
+    let report = reports
         .into_iter()
         .next()
-        .context("give --node or --data-dir")
+        .context("give --node or --data-dir")?;
+    Ok(AuditedChain {
+        report,
+        stored_state,
+    })
 }

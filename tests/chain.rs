@@ -1,16 +1,24 @@
 //! The anchor chain as separate validator processes of the real `medvault` binary on 127.0.0.1:
 //! a leader killed with SIGKILL under load, a fourth organization admitted by governance, and
 //! the auditor catching a flipped bit, a forged signature, a non-member's block and an
-//! equivocating pair.
+//! equivocating pair. Also `medvault audit export` checking an export's anchor in the files of
+//! a stopped embedded chain.
 
+use chrono::{NaiveDate, TimeZone, Utc};
+use ed25519_dalek::SigningKey;
 use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
 use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::state::EntryOutcome;
 use medvault_anchor_chain::types::{
     ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member, MemberId,
 };
 use medvault_anchor_chain::verify::{audit_chain, check_conflict, AuditError};
+use medvault_exporter::policy::{
+    BirthGeneralization, DateGeneralization, PseudonymScope, ZipGeneralization,
+};
+use medvault_exporter::{export, Dataset, ExportContext, ExportPolicy, Person};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -180,13 +188,13 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
 
-    fn medvault(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_medvault"))
-            .args(args)
-            .output()
-            .expect("run medvault")
-    }
+fn medvault(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medvault"))
+        .args(args)
+        .output()
+        .expect("run medvault")
 }
 
 fn anchor(i: usize) -> Entry {
@@ -313,7 +321,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
     let genesis_path = dir.path().join("genesis.json");
     let genesis_arg = genesis_path.to_str().unwrap();
     let nodes: Vec<String> = (1..=3).map(|id| cluster.addresses[&id].clone()).collect();
-    let audit = cluster.medvault(&[
+    let audit = medvault(&[
         "audit",
         "chain",
         "--node",
@@ -331,7 +339,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
         String::from_utf8_lossy(&audit.stderr)
     );
     let some_entry = anchor(4321).hash().to_hex();
-    let audit = cluster.medvault(&[
+    let audit = medvault(&[
         "audit",
         "entry",
         "--node",
@@ -438,7 +446,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
     stored[at + 5] ^= 0x04;
     std::fs::write(&chain_file, &stored).unwrap();
     let data_dir = cluster.data_dir(3);
-    let audit = cluster.medvault(&[
+    let audit = medvault(&[
         "audit",
         "chain",
         "--data-dir",
@@ -546,4 +554,154 @@ fn raw_post(address: &str, body: &str) -> String {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     answer
+}
+
+/// A patients-only export of 40 persons in four classes of ten, made at `chain_height`.
+fn export_made_at(out: &Path, chain_height: u64) {
+    let persons: Vec<Person> = (0..40u8)
+        .map(|i| Person {
+            patient_id: [i; 16],
+            full_name: format!("Person {i}"),
+            date_of_birth: NaiveDate::from_ymd_opt(1950 + i32::from(i % 4) * 20, 6, 1).unwrap(),
+            sex: "female".into(),
+            postal_code: Some("02139".into()),
+            address: None,
+            phone: None,
+            email: None,
+        })
+        .collect();
+    let policy = ExportPolicy {
+        dataset: Dataset::Patients,
+        columns: Vec::new(),
+        birth: BirthGeneralization::AgeBand { width: 20 },
+        zip: ZipGeneralization::Zip3,
+        include_sex: true,
+        dates: DateGeneralization::Year,
+        sensitive: None,
+        k: 5,
+        l: None,
+        max_suppression: 0.0,
+        pseudonym_scope: PseudonymScope::PerExport,
+    };
+    let context = ExportContext {
+        organization: "St. Mary's".into(),
+        signing_key: SigningKey::from_bytes(&[7; 32]),
+        pseudonym_secret: [8; 32],
+        consent_root: "cd".repeat(32),
+        chain_height,
+        as_of: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+    };
+    export(&policy, &context, &persons, std::iter::empty, out).unwrap();
+}
+
+/// The entry the server anchors for an export: the SHA3-256 of its manifest as written.
+fn manifest_entry(export: &Path) -> Entry {
+    let manifest = std::fs::read(export.join("manifest.json")).unwrap();
+    Entry::ExportManifest {
+        manifest_hash: Hash32::digest(&[&manifest]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain_dir = dir.path().join("chain");
+    let chain = EmbeddedChain::open(&chain_dir).await.unwrap();
+    let made_at = chain.head_height();
+    let anchored = dir.path().join("anchored");
+    let never_anchored = dir.path().join("never-anchored");
+    let claims_a_later_height = dir.path().join("claims-a-later-height");
+    export_made_at(&anchored, made_at);
+    export_made_at(&never_anchored, made_at);
+    export_made_at(&claims_a_later_height, made_at + 1000);
+    let outcomes = chain
+        .submit(vec![
+            manifest_entry(&anchored),
+            manifest_entry(&claims_a_later_height),
+        ])
+        .await
+        .unwrap();
+    let EntryOutcome::Anchored(receipt) = &outcomes[0] else {
+        panic!("manifest refused: {outcomes:?}")
+    };
+    let start = Instant::now();
+    while !(0..=chain.head_height()).all(|height| {
+        chain
+            .block(height)
+            .is_some_and(|b| !b.signatures.is_empty())
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the embedded validator never signed its blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.shutdown().await;
+    drop(chain);
+
+    let genesis = chain_dir.join("genesis.json");
+    let audit_export = |export_dir: &Path| {
+        medvault(&[
+            "audit",
+            "export",
+            export_dir.to_str().unwrap(),
+            "--data-dir",
+            chain_dir.to_str().unwrap(),
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ])
+    };
+    let audit = audit_export(&anchored);
+    let said = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "manifest anchored: block {}, index {}",
+            receipt.height, receipt.index
+        )),
+        "{said}"
+    );
+
+    let unchecked = medvault(&["audit", "export", anchored.to_str().unwrap()]);
+    assert!(unchecked.status.success());
+    let warning = String::from_utf8_lossy(&unchecked.stderr);
+    assert!(
+        warning.contains("the anchor was not checked") && warning.contains("--data-dir"),
+        "{warning}"
+    );
+
+    for (refused, complaint) in [
+        (
+            &never_anchored,
+            "the export's manifest hash is not anchored on this chain".to_owned(),
+        ),
+        (
+            &claims_a_later_height,
+            format!("before the chain height {} it says", made_at + 1000),
+        ),
+    ] {
+        let audit = audit_export(refused);
+        let stderr = String::from_utf8_lossy(&audit.stderr);
+        assert!(
+            !audit.status.success() && stderr.contains(&complaint),
+            "{}: {stderr}",
+            refused.display()
+        );
+    }
+
+    let person = anchored.join("person.parquet");
+    let mut bytes = std::fs::read(&person).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&person, &bytes).unwrap();
+    let audit = audit_export(&anchored);
+    let stderr = String::from_utf8_lossy(&audit.stderr);
+    assert!(
+        !audit.status.success() && stderr.contains("export does not verify"),
+        "a changed byte passed: {stderr}"
+    );
 }

@@ -7,6 +7,10 @@ pub enum ExportError {
     /// The policy is malformed or asks for something unsupported.
     #[error("invalid policy: {0}")]
     InvalidPolicy(String),
+    /// The policy asks for more detail or less anonymity than its requester's ceiling allows;
+    /// the message names every rule broken, what was asked and what the ceiling allows.
+    #[error("above the export ceiling: {0}")]
+    AboveCeiling(String),
     /// The data cannot be made k-anonymous (and l-diverse) within the allowed suppression.
     #[error(
         "policy cannot be met: {suppressed} of {persons} persons ({rate:.1}%) would be suppressed \
@@ -27,6 +31,10 @@ pub enum ExportError {
         /// The allowed share, in percent.
         max_rate: f64,
     },
+    /// The caller's data source failed while the export was reading it (a database read that
+    /// broke off mid-way, for example); the export stops and writes nothing.
+    #[error("reading the data to export: {0}")]
+    Source(String),
     /// Writing the files failed.
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),

@@ -18,6 +18,18 @@ pub enum Dataset {
     Medications,
 }
 
+impl std::fmt::Display for Dataset {
+    /// The name policies and ceilings spell it with.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Dataset::Patients => "patients",
+            Dataset::Observations => "observations",
+            Dataset::Conditions => "conditions",
+            Dataset::Medications => "medications",
+        })
+    }
+}
+
 /// How the birth date is generalized.
 #[derive(Clone, Copy, Debug, Eq, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -55,6 +67,30 @@ pub enum DateGeneralization {
         /// Largest shift in days (1 to 365).
         max_days: u32,
     },
+}
+
+/// How fine dates in the output may be; ordered from coarsest to finest, so that a ceiling can
+/// compare a policy's dates with the finest it allows.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Ord, PartialOrd, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DateDetail {
+    /// The year.
+    Year,
+    /// Year and month.
+    Month,
+    /// The day (shifted or not: a shift hides the date, not the intervals).
+    Day,
+}
+
+impl std::fmt::Display for DateDetail {
+    /// The name ceilings spell it with.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            DateDetail::Year => "year",
+            DateDetail::Month => "month",
+            DateDetail::Day => "day",
+        })
+    }
 }
 
 /// Who can join two exports' pseudonyms.
@@ -177,6 +213,24 @@ impl ExportPolicy {
             }
         }
         Ok(())
+    }
+
+    /// How fine the exported event dates are.
+    pub fn date_detail(&self) -> DateDetail {
+        match self.dates {
+            DateGeneralization::Year => DateDetail::Year,
+            DateGeneralization::Month => DateDetail::Month,
+            DateGeneralization::ShiftPerPerson { .. } => DateDetail::Day,
+        }
+    }
+
+    /// How many years of birth one exported birth value covers: the band width, or 1 for the
+    /// year of birth. The larger, the harder a person is to single out.
+    pub fn birth_granularity_years(&self) -> u32 {
+        match self.birth {
+            BirthGeneralization::AgeBand { width } => width,
+            BirthGeneralization::BirthYear => 1,
+        }
     }
 
     /// The event columns to write, in output order.

@@ -209,7 +209,9 @@ fn encode_parquet(
 ///
 /// `events` is called twice when l-diversity is required (once to collect sensitive values per
 /// person, once to write), so it must yield the same events each time; otherwise once. Only the
-/// events of the policy's data set are used. Nothing is left in `out_dir` if anything fails.
+/// events of the policy's data set are used. The events are fallible because they are usually
+/// read from a database as the export goes: the first `Err` stops the export, which returns it.
+/// Nothing is left in `out_dir` if anything fails.
 pub fn export<I>(
     policy: &ExportPolicy,
     context: &ExportContext,
@@ -218,7 +220,7 @@ pub fn export<I>(
     out_dir: &Path,
 ) -> Result<Manifest, ExportError>
 where
-    I: Iterator<Item = ClinicalEvent>,
+    I: Iterator<Item = Result<ClinicalEvent, ExportError>>,
 {
     policy.validate()?;
     if out_dir.exists() {
@@ -235,7 +237,7 @@ where
     };
     let event_table = policy.dataset.events();
     let sensitive = match (&policy.sensitive, policy.l, event_table) {
-        (Some(column), Some(l), Some((kind, _))) => collect_sensitive(column, l, kind, events()),
+        (Some(column), Some(l), Some((kind, _))) => collect_sensitive(column, l, kind, events())?,
         _ => HashMap::new(),
     };
     let anonymized = anonymize_persons(
@@ -285,15 +287,19 @@ where
 }
 
 /// Each person's distinct sensitive values, at most `l` of them: enough to decide whether a class
-/// reaches l, in memory bounded by persons times l.
+/// reaches l, in memory bounded by persons times l. Stops at the source's first error.
 fn collect_sensitive(
     column: &str,
     l: usize,
     kind: EventKind,
-    events: impl Iterator<Item = ClinicalEvent>,
-) -> HashMap<[u8; 16], BTreeSet<String>> {
+    events: impl Iterator<Item = Result<ClinicalEvent, ExportError>>,
+) -> Result<HashMap<[u8; 16], BTreeSet<String>>, ExportError> {
     let mut values: HashMap<[u8; 16], BTreeSet<String>> = HashMap::new();
-    for event in events.filter(|event| event.kind == kind) {
+    for event in events {
+        let event = event?;
+        if event.kind != kind {
+            continue;
+        }
         let set = values.entry(event.patient_id).or_default();
         if set.len() < l {
             if let Some(value) = sensitive_value(column, &event) {
@@ -301,7 +307,7 @@ fn collect_sensitive(
             }
         }
     }
-    values
+    Ok(values)
 }
 
 fn staging_dir(out_dir: &Path) -> Result<PathBuf, ExportError> {
@@ -333,7 +339,7 @@ fn write_files<I>(
     dir: &Path,
 ) -> Result<(u64, Vec<FileDigest>), ExportError>
 where
-    I: Iterator<Item = ClinicalEvent>,
+    I: Iterator<Item = Result<ClinicalEvent, ExportError>>,
 {
     let mut tables = vec![(
         "person",
@@ -352,7 +358,11 @@ where
         let schema = event_schema(policy);
         let rows = write_table(dir, table, schema.clone(), |send| {
             let mut pending = Vec::with_capacity(BATCH_ROWS);
-            for event in events().filter(|event| event.kind == kind) {
+            for event in events() {
+                let event = event?;
+                if event.kind != kind {
+                    continue;
+                }
                 events_in += 1;
                 if let Some(row) = anonymize_event(policy, persons, &event) {
                     pending.push(row);

@@ -188,7 +188,7 @@ fn a_conditions_export_opens_in_three_readers_and_holds_its_k_and_l() {
         &policy(Dataset::Conditions, 5, Some(2)),
         &context(),
         &persons,
-        || events.iter().cloned(),
+        || events.iter().cloned().map(Ok),
         &out,
     )
     .expect("export");
@@ -249,7 +249,7 @@ fn observations_keep_numeric_values_and_drop_free_text() {
         &observations,
         &context(),
         &persons,
-        || events.iter().cloned(),
+        || events.iter().cloned().map(Ok),
         &out,
     )
     .expect("export");
@@ -287,7 +287,7 @@ fn a_policy_that_cannot_be_met_fails_and_writes_nothing() {
         &strict,
         &context(),
         &persons,
-        || events.iter().cloned(),
+        || events.iter().cloned().map(Ok),
         &out,
     )
     .unwrap_err();
@@ -302,6 +302,52 @@ fn a_policy_that_cannot_be_met_fails_and_writes_nothing() {
 }
 
 #[test]
+fn a_source_that_fails_midway_fails_the_export_and_writes_nothing() {
+    let (persons, events) = population();
+    let broken_off = || ExportError::Source("the database connection was reset".into());
+    // With l, the read collecting sensitive values fails, before anything is written.
+    let collecting = policy(Dataset::Conditions, 5, Some(2));
+    // Without l, the only read is the writing one; it fails after several full batches of
+    // measurements have reached the encoders, so the staging directory holds partial files.
+    let writing = policy(Dataset::Observations, 5, None);
+    let many_batches = 5 * 65_536;
+    for (name, policy, events_before_failure) in [
+        ("source-collecting", collecting, events.len() / 2),
+        ("source-writing", writing, many_batches),
+    ] {
+        let out = scratch(name);
+        let error = export(
+            &policy,
+            &context(),
+            &persons,
+            || {
+                events
+                    .iter()
+                    .cycle()
+                    .take(events_before_failure)
+                    .cloned()
+                    .map(Ok)
+                    .chain(std::iter::once_with(|| Err(broken_off())))
+            },
+            &out,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&error, ExportError::Source(message) if message.contains("reset")),
+            "{name}: {error}"
+        );
+        assert!(!out.exists(), "{name}: no export directory");
+        let parent = out.parent().unwrap();
+        let left: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{name}: left behind {left:?}");
+        std::fs::remove_dir_all(parent).unwrap();
+    }
+}
+
+#[test]
 fn a_changed_byte_or_a_forged_manifest_fails_the_audit() {
     let (persons, events) = population();
     let out = scratch("audit");
@@ -309,7 +355,7 @@ fn a_changed_byte_or_a_forged_manifest_fails_the_audit() {
         &policy(Dataset::Conditions, 5, None),
         &context(),
         &persons,
-        || events.iter().cloned(),
+        || events.iter().cloned().map(Ok),
         &out,
     )
     .expect("export");
@@ -365,15 +411,17 @@ fn a_stream_of_many_batches_flows_through_both_encoders() {
     let total = 400_000usize;
     let start = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
     let stream = || {
-        (0..total).map(move |i| ClinicalEvent {
-            patient_id: persons_id(i % PERSONS),
-            kind: EventKind::Measurement,
-            code_system: "LOINC".into(),
-            code: "8867-4".into(),
-            value: Some("72".into()),
-            unit: Some("/min".into()),
-            effective_at: start + Duration::minutes(i as i64),
-        })
+        (0..total)
+            .map(move |i| ClinicalEvent {
+                patient_id: persons_id(i % PERSONS),
+                kind: EventKind::Measurement,
+                code_system: "LOINC".into(),
+                code: "8867-4".into(),
+                value: Some("72".into()),
+                unit: Some("/min".into()),
+                effective_at: start + Duration::minutes(i as i64),
+            })
+            .map(Ok)
     };
     let manifest = export(
         &policy(Dataset::Observations, 5, None),
