@@ -233,7 +233,7 @@ fn demo_banner(address: &str, logins: &demo::DemoLogins) -> String {
          patient(id: \"{patient_id}\") {{ personal {{ fullName }} records(first: 5) {{ edges {{ node {{ \
          version content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n\n\
          As {researcher}, request an anonymized export of the consenting patients:\n\
-         mutation {{ requestExport(policy: {{ dataset: CONDITIONS, ageBandYears: 10, dates: YEAR }}) {{ id status }} }}\n\
+         mutation {{ requestExport(policy: {{ dataset: CONDITIONS, ageBandYears: 20, dates: YEAR }}) {{ id status }} }}\n\
          then follow it with {{ exportJob(id: \"<id>\") {{ status progressDone progressTotal manifestPath \
          manifest {{ personsOut kAchieved files {{ name downloadPath }} }} }} }}\n\
          and download each path with the same Authorization header.\n",

@@ -43,6 +43,15 @@ impl Default for DemoSize {
     }
 }
 
+/// The 3-digit ZIP areas each hospital's patients live in, so that exports generalized to ZIP3
+/// form classes as a real catchment would.
+const CATCHMENT_ZIP3: [[&str; 2]; 4] = [
+    ["021", "024"],
+    ["100", "112"],
+    ["606", "605"],
+    ["941", "945"],
+];
+
 /// The share of demo patients who consent to research.
 const RESEARCH_CONSENT_SHARE: f64 = 0.7;
 
@@ -485,7 +494,11 @@ fn synthetic_patient(
             rng.gen_range(1..400),
             pick(rng, &LAST_NAMES)
         )),
-        postal_code: Some(format!("{:05}", rng.gen_range(10000..99999))),
+        postal_code: Some(format!(
+            "{}{:02}",
+            pick(rng, &CATCHMENT_ZIP3[hospital % CATCHMENT_ZIP3.len()]),
+            rng.gen_range(0..100)
+        )),
         phone: Some(format!("+1-555-{:04}", rng.gen_range(0..10000))),
         email: Some(format!(
             "{}.{}{}@example.org",

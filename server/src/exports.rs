@@ -411,7 +411,8 @@ impl Exports {
                 if let ApiError::Internal(cause) = &error {
                     tracing::error!(job = %id, error = %cause, "export failed");
                 }
-                self.record_failure(id, &error.message()).await
+                self.record_failure(id, &error.message(), progress.get())
+                    .await
             }
         };
         if let Err(ApiError::Internal(cause)) = recorded {
@@ -552,13 +553,19 @@ impl Exports {
         Ok(())
     }
 
-    async fn record_failure(&self, id: Uuid, failure: &str) -> ApiResult<()> {
+    async fn record_failure(
+        &self,
+        id: Uuid,
+        failure: &str,
+        (done, total): (i64, i64),
+    ) -> ApiResult<()> {
         let client = self.vault.pool().get().await?;
         client
             .execute(
-                "UPDATE export_jobs SET status = 'failed', failure = $2, finished_at = now()
+                "UPDATE export_jobs SET status = 'failed', failure = $2, progress_done = $3,
+                        progress_total = $4, finished_at = now()
                  WHERE id = $1",
-                &[&id, &failure],
+                &[&id, &failure, &done, &total],
             )
             .await?;
         Ok(())
