@@ -40,6 +40,9 @@ CREATE TABLE export_jobs (
     manifest         JSONB,
     manifest_sha3    BYTEA,
     anchor_outbox_id BIGINT REFERENCES anchor_outbox (id),
+    -- Refreshed while the job's server works on it; an unfinished job whose heartbeat stopped
+    -- was abandoned by a server that stopped, and no longer blocks its organization.
+    heartbeat_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
     created_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     finished_at      TIMESTAMPTZ,
     CHECK ((status = 'succeeded') = (manifest IS NOT NULL))

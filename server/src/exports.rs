@@ -153,8 +153,11 @@ impl ExportProgress {
     }
 }
 
-/// How often a running job's progress is written to its row.
+/// How often a job's progress and heartbeat are written to its row, queued or running.
 const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long an unfinished job's heartbeat may be silent before the job counts as abandoned.
+const ABANDONED_AFTER_SECONDS: f64 = 30.0;
 
 /// A ceiling as an admin set it.
 #[derive(Clone, Debug)]
@@ -255,6 +258,15 @@ impl Exports {
         self.check_policy(recipient, &policy).await?;
         let policy_json = serde_json::to_value(&policy).map_err(ApiError::internal)?;
         let client = self.vault.pool().get().await?;
+        client
+            .execute(
+                "UPDATE export_jobs SET status = 'failed', finished_at = now(),
+                        failure = 'abandoned: the server running it stopped'
+                 WHERE organization_id = $1 AND status IN ('queued', 'running')
+                   AND heartbeat_at < now() - make_interval(secs => $2)",
+                &[&recipient.organization_id, &ABANDONED_AFTER_SECONDS],
+            )
+            .await?;
         let id = Uuid::now_v7();
         client
             .execute(
@@ -382,9 +394,9 @@ impl Exports {
     /// Runs one job to its end and records the outcome; never leaves it running.
     async fn run(self, id: Uuid, recipient: Actor, policy: ExportPolicy) {
         let progress = Arc::new(ExportProgress::default());
+        let reporter = tokio::spawn(self.clone().report_progress(id, progress.clone()));
         let outcome = match self.slots.clone().acquire_owned().await {
             Ok(_slot) => {
-                let reporter = tokio::spawn(self.clone().report_progress(id, progress.clone()));
                 let written = match self.mark_running(id).await {
                     Ok(()) => {
                         self.write_export(
@@ -397,11 +409,11 @@ impl Exports {
                     }
                     Err(error) => Err(error),
                 };
-                reporter.abort();
                 written
             }
             Err(error) => Err(ApiError::internal(error)),
         };
+        reporter.abort();
         let recorded = match outcome {
             Ok((manifest, digest)) => {
                 self.record_success(id, &manifest, &digest, progress.get().1)
@@ -431,21 +443,13 @@ impl Exports {
         Ok(())
     }
 
-    /// Writes the job's progress to its row until aborted.
+    /// Writes the job's progress and heartbeat to its row until aborted.
     async fn report_progress(self, id: Uuid, progress: Arc<ExportProgress>) {
-        let mut reported = (-1, -1);
         loop {
             tokio::time::sleep(PROGRESS_INTERVAL).await;
-            let now = progress.get();
-            if now != reported {
-                match self.set_progress(id, now.0, now.1).await {
-                    Ok(()) => reported = now,
-                    Err(error) => {
-                        if let ApiError::Internal(cause) = error {
-                            tracing::warn!(job = %id, error = %cause, "progress not recorded");
-                        }
-                    }
-                }
+            let (done, total) = progress.get();
+            if let Err(ApiError::Internal(cause)) = self.set_progress(id, done, total).await {
+                tracing::warn!(job = %id, error = %cause, "progress not recorded");
             }
         }
     }
@@ -515,7 +519,8 @@ impl Exports {
         let client = self.vault.pool().get().await?;
         client
             .execute(
-                "UPDATE export_jobs SET progress_done = $2, progress_total = $3 WHERE id = $1",
+                "UPDATE export_jobs SET progress_done = $2, progress_total = $3, heartbeat_at = now()
+                 WHERE id = $1",
                 &[&id, &done, &total],
             )
             .await?;

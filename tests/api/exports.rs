@@ -679,3 +679,64 @@ async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
     assert!(!doctor.status.success());
     assert!(!work.path().join("doctor").exists());
 }
+
+#[tokio::test]
+async fn one_unfinished_export_per_organization_unless_its_server_stopped() {
+    let app = spawn_app().await;
+    let setting = export_setting(&app).await;
+    for index in 0..5 {
+        patient_with_record(
+            &app,
+            &setting,
+            &format!("p-{index}"),
+            "Pat Person",
+            "70",
+            true,
+        )
+        .await;
+    }
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+    let me = app
+        .graphql(Some(&setting.researcher), "{ me { id } }", json!({}))
+        .await;
+    let researcher_id = me.data()["me"]["id"].as_str().expect("id").to_owned();
+    // A job another server is running right now, as far as its heartbeat tells.
+    let running = uuid::Uuid::now_v7();
+    app.sql(&format!(
+        "INSERT INTO export_jobs (id, requested_by, organization_id, policy, status)
+         VALUES ('{running}', '{researcher_id}', '{}', '{{}}', 'running')",
+        setting.institute_id
+    ))
+    .await;
+    app.graphql(
+        Some(&setting.researcher),
+        REQUEST,
+        json!({ "policy": observations_policy(5) }),
+    )
+    .await
+    .expect_error("CONFLICT");
+
+    // Its server stopped: the heartbeat went silent, and the next request proceeds.
+    app.sql(&format!(
+        "UPDATE export_jobs SET heartbeat_at = now() - interval '1 minute' WHERE id = '{running}'"
+    ))
+    .await;
+    let (_, job) = run_export(&app, &setting.researcher, observations_policy(5)).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    let abandoned = app
+        .sql(&format!(
+            "SELECT status, failure FROM export_jobs WHERE id = '{running}'"
+        ))
+        .await;
+    assert_eq!(abandoned[0].get::<_, &str>(0), "failed");
+    assert!(abandoned[0]
+        .get::<_, Option<&str>>(1)
+        .unwrap_or_default()
+        .contains("abandoned"));
+}
