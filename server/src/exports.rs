@@ -230,7 +230,8 @@ impl Exports {
 
     /// The ceiling for `role`, if one is set: admins see every role's, recipients their own.
     pub async fn ceiling(&self, actor: &Actor, role: Role) -> ApiResult<Option<StoredCeiling>> {
-        if actor.role != Role::Admin && actor.role != role {
+        let own_recipient_role = actor.role == role && role.recipient_kind().is_some();
+        if actor.role != Role::Admin && !own_recipient_role {
             return Err(ApiError::Forbidden);
         }
         let client = self.vault.pool().get().await?;

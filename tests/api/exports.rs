@@ -476,6 +476,30 @@ async fn exports_stay_within_the_ceiling_and_fail_whole() {
     )
     .await
     .data();
+    let own = app
+        .graphql(
+            Some(&setting.researcher),
+            "{ exportCeiling(role: RESEARCHER) { role rules { minK finestDates } setBy { username } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        own.data()["exportCeiling"],
+        json!({ "role": "RESEARCHER", "rules": { "minK": 5, "finestDates": "MONTH" },
+                "setBy": { "username": "admin-a" } })
+    );
+    for (caller, role) in [
+        (&setting.researcher, "INSURER"),
+        (&setting.doctor, "DOCTOR"),
+    ] {
+        app.graphql(
+            Some(caller),
+            "query($r: Role!) { exportCeiling(role: $r) { role } }",
+            json!({ "r": role }),
+        )
+        .await
+        .expect_error("FORBIDDEN");
+    }
 
     let below = app
         .graphql(
