@@ -253,34 +253,134 @@ pub fn anonymize_event(
     persons: &AnonymizedPersons,
     event: &ClinicalEvent,
 ) -> Option<EventRow> {
-    let person = &persons.rows[*persons.by_patient.get(&event.patient_id)?];
-    let date = event.effective_at.date_naive();
-    let event_date = match policy.dates {
-        DateGeneralization::Year => date.format("%Y").to_string(),
-        DateGeneralization::Month => date.format("%Y-%m").to_string(),
-        DateGeneralization::ShiftPerPerson { .. } => (date
-            + chrono::Duration::days(person.shift_days))
-        .format("%Y-%m-%d")
-        .to_string(),
-    };
-    let numeric = |value: &String| value.trim().parse::<f64>().ok().filter(|v| v.is_finite());
-    let is_measurement = event.kind == crate::source::EventKind::Measurement;
+    let view = EventView::new(policy, persons, event)?;
     Some(EventRow {
-        person_id: person.person_id.clone(),
-        code_system: event.code_system.clone(),
-        code: event.code.clone(),
-        value: if is_measurement {
-            event.value.as_ref().and_then(numeric)
-        } else {
-            None
-        },
-        unit: if is_measurement {
-            event.unit.clone()
-        } else {
-            None
-        },
-        event_date,
+        person_id: view.person_id.to_owned(),
+        code_system: view.code_system.to_owned(),
+        code: view.code.to_owned(),
+        value: view.value,
+        unit: view.unit.map(str::to_owned),
+        event_date: view.event_date.as_str().to_owned(),
     })
+}
+
+/// An anonymized event that borrows its text from the person and the source event: what
+/// [`anonymize_event`] returns, without an allocation per column, for the writer to append
+/// straight into its column builders.
+pub(crate) struct EventView<'a> {
+    pub(crate) person_id: &'a str,
+    pub(crate) code_system: &'a str,
+    pub(crate) code: &'a str,
+    pub(crate) value: Option<f64>,
+    pub(crate) unit: Option<&'a str>,
+    pub(crate) event_date: DateText,
+}
+
+impl<'a> EventView<'a> {
+    /// The anonymized view of one event of a kept person (`None` for a suppressed one).
+    pub(crate) fn new(
+        policy: &ExportPolicy,
+        persons: &'a AnonymizedPersons,
+        event: &'a ClinicalEvent,
+    ) -> Option<Self> {
+        let person = &persons.rows[*persons.by_patient.get(&event.patient_id)?];
+        let date = event.effective_at.date_naive();
+        let event_date = match policy.dates {
+            DateGeneralization::Year => DateText::year(date),
+            DateGeneralization::Month => DateText::month(date),
+            DateGeneralization::ShiftPerPerson { .. } => {
+                DateText::day(date + chrono::Duration::days(person.shift_days))
+            }
+        };
+        let numeric = |value: &String| value.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+        let is_measurement = event.kind == crate::source::EventKind::Measurement;
+        Some(EventView {
+            person_id: &person.person_id,
+            code_system: &event.code_system,
+            code: &event.code,
+            value: if is_measurement {
+                event.value.as_ref().and_then(numeric)
+            } else {
+                None
+            },
+            unit: if is_measurement {
+                event.unit.as_deref()
+            } else {
+                None
+            },
+            event_date,
+        })
+    }
+}
+
+/// A generalized event date as text, on the stack: `2026`, `2026-03` or `2026-03-14`, exactly
+/// as chrono's `%Y`, `%Y-%m` and `%Y-%m-%d` write them.
+pub(crate) struct DateText {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl DateText {
+    fn year(date: NaiveDate) -> Self {
+        Self::write(date, 4, "%Y")
+    }
+
+    fn month(date: NaiveDate) -> Self {
+        Self::write(date, 7, "%Y-%m")
+    }
+
+    fn day(date: NaiveDate) -> Self {
+        Self::write(date, 10, "%Y-%m-%d")
+    }
+
+    /// The first `len` bytes of `YYYY-MM-DD`, or chrono's `format` for a year that does not
+    /// have four digits (it adds a sign).
+    fn write(date: NaiveDate, len: usize, format: &str) -> Self {
+        let mut text = DateText {
+            bytes: [0; 16],
+            len: 0,
+        };
+        let year = date.year();
+        if (0..=9999).contains(&year) {
+            let (year, month, day) = (year as u32, date.month(), date.day());
+            let digit = |value: u32| b'0' + (value % 10) as u8;
+            text.bytes[..10].copy_from_slice(&[
+                digit(year / 1000),
+                digit(year / 100),
+                digit(year / 10),
+                digit(year),
+                b'-',
+                digit(month / 10),
+                digit(month),
+                b'-',
+                digit(day / 10),
+                digit(day),
+            ]);
+            text.len = len;
+        } else {
+            use std::fmt::Write;
+            // Cannot fail: chrono's years have at most 6 digits and a sign.
+            let _ = write!(text, "{}", date.format(format));
+        }
+        text
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for DateText {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The sensitive value of an event for l-diversity, by column name.
@@ -381,6 +481,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let days = [
+            NaiveDate::from_ymd_opt(2026, 3, 4).unwrap(),
+            NaiveDate::from_ymd_opt(1, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(999, 10, 9).unwrap(),
+            NaiveDate::from_ymd_opt(9999, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(-44, 3, 15).unwrap(),
+            NaiveDate::MAX,
+            NaiveDate::MIN,
+        ];
+        for date in days {
+            assert_eq!(DateText::year(date).as_str(), date.format("%Y").to_string());
+            assert_eq!(
+                DateText::month(date).as_str(),
+                date.format("%Y-%m").to_string()
+            );
+            assert_eq!(
+                DateText::day(date).as_str(),
+                date.format("%Y-%m-%d").to_string()
+            );
+        }
     }
 
     #[test]

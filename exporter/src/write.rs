@@ -5,13 +5,13 @@
 //! disk: a failed export leaves nothing behind.
 
 use crate::anonymize::{
-    anonymize_event, anonymize_persons, sensitive_value, AnonymizedPersons, EventRow, PseudonymKey,
+    anonymize_persons, sensitive_value, AnonymizedPersons, EventView, PseudonymKey,
 };
 use crate::error::ExportError;
 use crate::manifest::{file_digest, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
 use crate::policy::{Dataset, ExportPolicy, PseudonymScope};
 use crate::source::{ClinicalEvent, EventKind, Person};
-use arrow_array::builder::{Float64Builder, StringBuilder};
+use arrow_array::builder::{ArrayBuilder, Float64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -91,36 +91,71 @@ fn person_batch(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn event_batch(
-    schema: &SchemaRef,
-    policy: &ExportPolicy,
-    rows: &[EventRow],
-) -> Result<RecordBatch, ExportError> {
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    let mut person_id = StringBuilder::new();
-    rows.iter()
-        .for_each(|row| person_id.append_value(&row.person_id));
-    columns.push(Arc::new(person_id.finish()));
-    for column in policy.event_columns() {
-        let array: ArrayRef = if column == "value" {
-            let mut values = Float64Builder::new();
-            rows.iter().for_each(|row| values.append_option(row.value));
-            Arc::new(values.finish())
-        } else {
-            let mut strings = StringBuilder::new();
-            for row in rows {
-                match column {
-                    "code_system" => strings.append_value(&row.code_system),
-                    "code" => strings.append_value(&row.code),
-                    "unit" => strings.append_option(row.unit.as_deref()),
-                    _ => strings.append_value(&row.event_date),
-                }
-            }
-            Arc::new(strings.finish())
-        };
-        columns.push(array);
+/// One event column's builder.
+enum EventColumn {
+    CodeSystem(StringBuilder),
+    Code(StringBuilder),
+    Value(Float64Builder),
+    Unit(StringBuilder),
+    EventDate(StringBuilder),
+}
+
+/// The column builders of one batch of events, filled one anonymized event at a time.
+struct EventBuilders {
+    person_id: StringBuilder,
+    columns: Vec<EventColumn>,
+}
+
+impl EventBuilders {
+    /// Builders for the policy's event columns, sized for `rows` events.
+    fn new(policy: &ExportPolicy, rows: usize) -> Self {
+        let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+        EventBuilders {
+            person_id: text(32),
+            columns: policy
+                .event_columns()
+                .into_iter()
+                .map(|column| match column {
+                    "code_system" => EventColumn::CodeSystem(text(8)),
+                    "code" => EventColumn::Code(text(8)),
+                    "value" => EventColumn::Value(Float64Builder::with_capacity(rows)),
+                    "unit" => EventColumn::Unit(text(8)),
+                    _ => EventColumn::EventDate(text(10)),
+                })
+                .collect(),
+        }
     }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+
+    fn len(&self) -> usize {
+        self.person_id.len()
+    }
+
+    fn append(&mut self, event: &EventView) {
+        self.person_id.append_value(event.person_id);
+        for column in &mut self.columns {
+            match column {
+                EventColumn::CodeSystem(strings) => strings.append_value(event.code_system),
+                EventColumn::Code(strings) => strings.append_value(event.code),
+                EventColumn::Value(values) => values.append_option(event.value),
+                EventColumn::Unit(strings) => strings.append_option(event.unit),
+                EventColumn::EventDate(strings) => strings.append_value(event.event_date.as_str()),
+            }
+        }
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch, ExportError> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.person_id.finish())];
+        for column in &mut self.columns {
+            columns.push(match column {
+                EventColumn::Value(values) => Arc::new(values.finish()),
+                EventColumn::CodeSystem(strings)
+                | EventColumn::Code(strings)
+                | EventColumn::Unit(strings)
+                | EventColumn::EventDate(strings) => Arc::new(strings.finish()),
+            });
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
 }
 
 /// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads of
@@ -357,25 +392,26 @@ where
     if let Some((kind, table)) = policy.dataset.events() {
         let schema = event_schema(policy);
         let rows = write_table(dir, table, schema.clone(), |send| {
-            let mut pending = Vec::with_capacity(BATCH_ROWS);
+            let mut pending = EventBuilders::new(policy, BATCH_ROWS);
             for event in events() {
                 let event = event?;
                 if event.kind != kind {
                     continue;
                 }
                 events_in += 1;
-                if let Some(row) = anonymize_event(policy, persons, &event) {
-                    pending.push(row);
+                if let Some(view) = EventView::new(policy, persons, &event) {
+                    pending.append(&view);
                 }
                 if pending.len() == BATCH_ROWS {
-                    if !send(event_batch(&schema, policy, &pending)?) {
+                    let full =
+                        std::mem::replace(&mut pending, EventBuilders::new(policy, BATCH_ROWS));
+                    if !send(full.finish(&schema)?) {
                         return Ok(());
                     }
-                    pending.clear();
                 }
             }
-            if !pending.is_empty() {
-                send(event_batch(&schema, policy, &pending)?);
+            if pending.len() > 0 {
+                send(pending.finish(&schema)?);
             }
             Ok(())
         })?;
