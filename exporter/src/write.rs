@@ -1,14 +1,15 @@
 //! Writing an export: the `person` table and the data set's event table, each as Arrow IPC and
 //! as Parquet (zstd), streamed in record batches so memory stays flat as events grow, with the
-//! two encoders of every table on threads of their own beside the batch builder. Files are written into a staging
-//! directory that becomes the export directory only once everything, manifest included, is on
-//! disk: a failed export leaves nothing behind.
+//! two encoders of every table on threads of their own beside the batch builder; each encoder
+//! hashes its file as it writes it, so no file is read back for the manifest. Files are written
+//! into a staging directory that becomes the export directory only once everything, manifest
+//! included, is on disk: a failed export leaves nothing behind.
 
 use crate::anonymize::{
     anonymize_persons, sensitive_value, AnonymizedPersons, EventView, PseudonymKey,
 };
 use crate::error::ExportError;
-use crate::manifest::{file_digest, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
+use crate::manifest::{DigestWriter, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
 use crate::policy::{Dataset, ExportPolicy, PseudonymScope};
 use crate::source::{ClinicalEvent, EventKind, Person};
 use arrow_array::builder::{ArrayBuilder, Float64Builder, StringBuilder};
@@ -158,14 +159,24 @@ impl EventBuilders {
     }
 }
 
+/// A table as written: its rows, and the size and SHA3-256 of its `.arrow` and `.parquet` files.
+struct WrittenTable {
+    rows: u64,
+    ipc: (u64, String),
+    parquet: (u64, String),
+}
+
+/// What an encoder wrote: rows, and the file's size and SHA3-256.
+type Encoded = (u64, (u64, String));
+
 /// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads of
-/// their own while `produce` builds the batches; returns the rows written.
+/// their own while `produce` builds the batches; each encoder hashes its file as it writes it.
 fn write_table(
     dir: &Path,
     name: &str,
     schema: SchemaRef,
     produce: impl FnOnce(&dyn Fn(RecordBatch) -> bool) -> Result<(), ExportError>,
-) -> Result<u64, ExportError> {
+) -> Result<WrittenTable, ExportError> {
     let (to_ipc, ipc_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let (to_parquet, parquet_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let ipc_path = dir.join(format!("{name}.arrow"));
@@ -185,19 +196,23 @@ fn write_table(
         (produced, join_encoder(ipc), join_encoder(parquet))
     });
     produced?;
-    let ipc_rows = ipc?;
-    let parquet_rows = parquet?;
+    let (ipc_rows, ipc) = ipc?;
+    let (parquet_rows, parquet) = parquet?;
     if ipc_rows != parquet_rows {
         return Err(ExportError::Io(std::io::Error::other(format!(
             "{name}: the two encoders wrote different row counts"
         ))));
     }
-    Ok(ipc_rows)
+    Ok(WrittenTable {
+        rows: ipc_rows,
+        ipc,
+        parquet,
+    })
 }
 
 fn join_encoder(
-    handle: std::thread::ScopedJoinHandle<'_, Result<u64, ExportError>>,
-) -> Result<u64, ExportError> {
+    handle: std::thread::ScopedJoinHandle<'_, Result<Encoded, ExportError>>,
+) -> Result<Encoded, ExportError> {
     handle.join().unwrap_or_else(|_| {
         Err(ExportError::Io(std::io::Error::other(
             "an encoder thread panicked",
@@ -209,35 +224,40 @@ fn encode_ipc(
     path: &Path,
     schema: &SchemaRef,
     batches: Receiver<RecordBatch>,
-) -> Result<u64, ExportError> {
-    let mut writer =
-        arrow_ipc::writer::FileWriter::try_new(BufWriter::new(File::create(path)?), schema)?;
+) -> Result<Encoded, ExportError> {
+    let file = BufWriter::with_capacity(1 << 20, DigestWriter::new(File::create(path)?));
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(file, schema)?;
     let mut rows = 0u64;
     for batch in batches {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.finish()?;
-    Ok(rows)
+    let file = writer.into_inner()?;
+    let digest = file
+        .into_inner()
+        .map_err(|error| error.into_error())?
+        .finish()?;
+    Ok((rows, digest))
 }
 
 fn encode_parquet(
     path: &Path,
     schema: &SchemaRef,
     batches: Receiver<RecordBatch>,
-) -> Result<u64, ExportError> {
+) -> Result<Encoded, ExportError> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(BATCH_ROWS))
         .build();
-    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(properties))?;
+    let file = DigestWriter::new(File::create(path)?);
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))?;
     let mut rows = 0u64;
     for batch in batches {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.close()?;
-    Ok(rows)
+    let digest = writer.into_inner()?.finish()?;
+    Ok((rows, digest))
 }
 
 /// Makes one export into `out_dir` (which must not exist yet) and returns its manifest.
@@ -391,7 +411,7 @@ where
     let mut events_in = 0u64;
     if let Some((kind, table)) = policy.dataset.events() {
         let schema = event_schema(policy);
-        let rows = write_table(dir, table, schema.clone(), |send| {
+        let written = write_table(dir, table, schema.clone(), |send| {
             let mut pending = EventBuilders::new(policy, BATCH_ROWS);
             for event in events() {
                 let event = event?;
@@ -415,16 +435,15 @@ where
             }
             Ok(())
         })?;
-        tables.push((table, rows));
+        tables.push((table, written));
     }
     let mut files = Vec::new();
-    for (table, rows) in tables {
-        for extension in ["arrow", "parquet"] {
-            let name = format!("{table}.{extension}");
-            let (bytes, sha3_256) = file_digest(&dir.join(&name))?;
+    for (table, written) in tables {
+        for (extension, (bytes, sha3_256)) in [("arrow", written.ipc), ("parquet", written.parquet)]
+        {
             files.push(FileDigest {
-                name,
-                rows,
+                name: format!("{table}.{extension}"),
+                rows: written.rows,
                 bytes,
                 sha3_256,
             });
