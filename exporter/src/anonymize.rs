@@ -40,14 +40,42 @@ impl PseudonymKey {
 
     /// The exported person id: 128 bits of HMAC-SHA3-256 of the patient id, hex.
     pub fn person_id(&self, patient: &[u8; 16]) -> String {
-        hex::encode(&mac(self.0.as_ref(), patient)[..16])
+        self.keyed().person_id(patient)
+    }
+
+    /// The HMAC keyed once, for many persons: keying it costs as much as two messages.
+    fn keyed(&self) -> KeyedMac {
+        KeyedMac(
+            <Hmac<Sha3_256> as Mac>::new_from_slice(self.0.as_ref())
+                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length")),
+        )
     }
 
     /// A per-person shift in days, uniform in `-max_days..=max_days`.
+    #[cfg(test)]
+    fn date_shift_days(&self, patient: &[u8; 16], max_days: u32) -> i64 {
+        self.keyed().date_shift_days(patient, max_days)
+    }
+}
+
+/// A [`PseudonymKey`]'s HMAC, keyed, for the persons of one export; dropped with it.
+struct KeyedMac(Hmac<Sha3_256>);
+
+impl KeyedMac {
+    fn mac(&self, message: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    fn person_id(&self, patient: &[u8; 16]) -> String {
+        hex::encode(&self.mac(patient)[..16])
+    }
+
     fn date_shift_days(&self, patient: &[u8; 16], max_days: u32) -> i64 {
         let mut label = b"date-shift/".to_vec();
         label.extend_from_slice(patient);
-        let digest = mac(self.0.as_ref(), &label);
+        let digest = self.mac(&label);
         let draw = u64::from_be_bytes([
             digest[0], digest[1], digest[2], digest[3], digest[4], digest[5], digest[6], digest[7],
         ]);
@@ -147,16 +175,17 @@ pub fn anonymize_persons(
     key: &PseudonymKey,
     as_of: NaiveDate,
 ) -> Result<AnonymizedPersons, ExportError> {
+    let keyed = key.keyed();
     let rows: Vec<PersonRow> = persons
         .par_iter()
         .map(|person| PersonRow {
-            person_id: key.person_id(&person.patient_id),
+            person_id: keyed.person_id(&person.patient_id),
             birth: generalize_birth(policy, person.date_of_birth, as_of),
             sex: policy.include_sex.then(|| person.sex.to_lowercase()),
             zip3: generalize_zip(policy, person.postal_code.as_deref()),
             shift_days: match policy.dates {
                 DateGeneralization::ShiftPerPerson { max_days } => {
-                    key.date_shift_days(&person.patient_id, max_days)
+                    keyed.date_shift_days(&person.patient_id, max_days)
                 }
                 _ => 0,
             },
@@ -253,34 +282,134 @@ pub fn anonymize_event(
     persons: &AnonymizedPersons,
     event: &ClinicalEvent,
 ) -> Option<EventRow> {
-    let person = &persons.rows[*persons.by_patient.get(&event.patient_id)?];
-    let date = event.effective_at.date_naive();
-    let event_date = match policy.dates {
-        DateGeneralization::Year => date.format("%Y").to_string(),
-        DateGeneralization::Month => date.format("%Y-%m").to_string(),
-        DateGeneralization::ShiftPerPerson { .. } => (date
-            + chrono::Duration::days(person.shift_days))
-        .format("%Y-%m-%d")
-        .to_string(),
-    };
-    let numeric = |value: &String| value.trim().parse::<f64>().ok().filter(|v| v.is_finite());
-    let is_measurement = event.kind == crate::source::EventKind::Measurement;
+    let view = EventView::new(policy, persons, event)?;
     Some(EventRow {
-        person_id: person.person_id.clone(),
-        code_system: event.code_system.clone(),
-        code: event.code.clone(),
-        value: if is_measurement {
-            event.value.as_ref().and_then(numeric)
-        } else {
-            None
-        },
-        unit: if is_measurement {
-            event.unit.clone()
-        } else {
-            None
-        },
-        event_date,
+        person_id: view.person_id.to_owned(),
+        code_system: view.code_system.to_owned(),
+        code: view.code.to_owned(),
+        value: view.value,
+        unit: view.unit.map(str::to_owned),
+        event_date: view.event_date.as_str().to_owned(),
     })
+}
+
+/// An anonymized event that borrows its text from the person and the source event: what
+/// [`anonymize_event`] returns, without an allocation per column, for the writer to append
+/// straight into its column builders.
+pub(crate) struct EventView<'a> {
+    pub(crate) person_id: &'a str,
+    pub(crate) code_system: &'a str,
+    pub(crate) code: &'a str,
+    pub(crate) value: Option<f64>,
+    pub(crate) unit: Option<&'a str>,
+    pub(crate) event_date: DateText,
+}
+
+impl<'a> EventView<'a> {
+    /// The anonymized view of one event of a kept person (`None` for a suppressed one).
+    pub(crate) fn new(
+        policy: &ExportPolicy,
+        persons: &'a AnonymizedPersons,
+        event: &'a ClinicalEvent,
+    ) -> Option<Self> {
+        let person = &persons.rows[*persons.by_patient.get(&event.patient_id)?];
+        let date = event.effective_at.date_naive();
+        let event_date = match policy.dates {
+            DateGeneralization::Year => DateText::year(date),
+            DateGeneralization::Month => DateText::month(date),
+            DateGeneralization::ShiftPerPerson { .. } => {
+                DateText::day(date + chrono::Duration::days(person.shift_days))
+            }
+        };
+        let numeric = |value: &String| value.trim().parse::<f64>().ok().filter(|v| v.is_finite());
+        let is_measurement = event.kind == crate::source::EventKind::Measurement;
+        Some(EventView {
+            person_id: &person.person_id,
+            code_system: &event.code_system,
+            code: &event.code,
+            value: if is_measurement {
+                event.value.as_ref().and_then(numeric)
+            } else {
+                None
+            },
+            unit: if is_measurement {
+                event.unit.as_deref()
+            } else {
+                None
+            },
+            event_date,
+        })
+    }
+}
+
+/// A generalized event date as text, on the stack: `2026`, `2026-03` or `2026-03-14`, exactly
+/// as chrono's `%Y`, `%Y-%m` and `%Y-%m-%d` write them.
+pub(crate) struct DateText {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl DateText {
+    fn year(date: NaiveDate) -> Self {
+        Self::write(date, 4, "%Y")
+    }
+
+    fn month(date: NaiveDate) -> Self {
+        Self::write(date, 7, "%Y-%m")
+    }
+
+    fn day(date: NaiveDate) -> Self {
+        Self::write(date, 10, "%Y-%m-%d")
+    }
+
+    /// The first `len` bytes of `YYYY-MM-DD`, or chrono's `format` for a year that does not
+    /// have four digits (it adds a sign).
+    fn write(date: NaiveDate, len: usize, format: &str) -> Self {
+        let mut text = DateText {
+            bytes: [0; 16],
+            len: 0,
+        };
+        let year = date.year();
+        if (0..=9999).contains(&year) {
+            let (year, month, day) = (year as u32, date.month(), date.day());
+            let digit = |value: u32| b'0' + (value % 10) as u8;
+            text.bytes[..10].copy_from_slice(&[
+                digit(year / 1000),
+                digit(year / 100),
+                digit(year / 10),
+                digit(year),
+                b'-',
+                digit(month / 10),
+                digit(month),
+                b'-',
+                digit(day / 10),
+                digit(day),
+            ]);
+            text.len = len;
+        } else {
+            use std::fmt::Write;
+            // Cannot fail: chrono's years have at most 6 digits and a sign.
+            let _ = write!(text, "{}", date.format(format));
+        }
+        text
+    }
+
+    /// The text.
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for DateText {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        let end = self.len + text.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The sensitive value of an event for l-diversity, by column name.
@@ -384,6 +513,31 @@ mod tests {
     }
 
     #[test]
+    fn dates_are_written_as_chrono_writes_them() {
+        let days = [
+            NaiveDate::from_ymd_opt(2026, 3, 4).unwrap(),
+            NaiveDate::from_ymd_opt(1, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(999, 10, 9).unwrap(),
+            NaiveDate::from_ymd_opt(9999, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(-44, 3, 15).unwrap(),
+            NaiveDate::MAX,
+            NaiveDate::MIN,
+        ];
+        for date in days {
+            assert_eq!(DateText::year(date).as_str(), date.format("%Y").to_string());
+            assert_eq!(
+                DateText::month(date).as_str(),
+                date.format("%Y-%m").to_string()
+            );
+            assert_eq!(
+                DateText::day(date).as_str(),
+                date.format("%Y-%m-%d").to_string()
+            );
+        }
+    }
+
+    #[test]
     fn pseudonyms_differ_between_export_keys_and_agree_per_recipient() {
         let patient = [9u8; 16];
         assert_ne!(
@@ -397,5 +551,14 @@ mod tests {
         assert_ne!(a.person_id(&patient), b.person_id(&patient));
         let shift = a.date_shift_days(&patient, 30);
         assert!((-30..=30).contains(&shift));
+        // The HMAC keyed once gives what keying it for every message gives.
+        assert_eq!(
+            a.person_id(&patient),
+            hex::encode(&mac(a.0.as_ref(), &patient)[..16])
+        );
+        let mut label = b"date-shift/".to_vec();
+        label.extend_from_slice(&patient);
+        let draw = u64::from_be_bytes(mac(a.0.as_ref(), &label)[..8].try_into().unwrap());
+        assert_eq!(shift, (draw % 61) as i64 - 30);
     }
 }

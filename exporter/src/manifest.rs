@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// The manifest's file name inside an export directory.
@@ -133,6 +133,43 @@ pub(crate) fn file_digest(path: &Path) -> Result<(u64, String), ExportError> {
         total += read as u64;
     }
     Ok((total, hex::encode(hasher.finalize())))
+}
+
+/// A writer that hashes and counts the bytes it passes on, so that a file's digest is known as
+/// soon as it is written, without reading the file back: the same digest [`file_digest`] gives.
+pub(crate) struct DigestWriter<W> {
+    inner: W,
+    hasher: Sha3_256,
+    bytes: u64,
+}
+
+impl<W: Write> DigestWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        DigestWriter {
+            inner,
+            hasher: Sha3_256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Flushes, and returns the size and SHA3-256 (hex) of everything written.
+    pub(crate) fn finish(mut self) -> Result<(u64, String), ExportError> {
+        self.inner.flush()?;
+        Ok((self.bytes, hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl<W: Write> Write for DigestWriter<W> {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.hasher.update(&buffer[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// SHA3-256 of the manifest file as written: the hash anchored on the chain.

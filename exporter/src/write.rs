@@ -1,17 +1,18 @@
 //! Writing an export: the `person` table and the data set's event table, each as Arrow IPC and
 //! as Parquet (zstd), streamed in record batches so memory stays flat as events grow, with the
-//! two encoders of every table on threads of their own beside the batch builder. Files are written into a staging
-//! directory that becomes the export directory only once everything, manifest included, is on
-//! disk: a failed export leaves nothing behind.
+//! two encoders of every table on threads of their own beside the batch builder; each encoder
+//! hashes its file as it writes it, so no file is read back for the manifest. Files are written
+//! into a staging directory that becomes the export directory only once everything, manifest
+//! included, is on disk: a failed export leaves nothing behind.
 
 use crate::anonymize::{
-    anonymize_event, anonymize_persons, sensitive_value, AnonymizedPersons, EventRow, PseudonymKey,
+    anonymize_persons, sensitive_value, AnonymizedPersons, EventView, PseudonymKey,
 };
 use crate::error::ExportError;
-use crate::manifest::{file_digest, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
+use crate::manifest::{DigestWriter, ExportContext, FileDigest, Manifest, MANIFEST_FILE};
 use crate::policy::{Dataset, ExportPolicy, PseudonymScope};
 use crate::source::{ClinicalEvent, EventKind, Person};
-use arrow_array::builder::{Float64Builder, StringBuilder};
+use arrow_array::builder::{ArrayBuilder, Float64Builder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -25,8 +26,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
-/// Rows per record batch (and per Parquet row group at most).
+/// Rows per record batch.
 const BATCH_ROWS: usize = 65_536;
+/// Rows per Parquet row group at most: parquet's default, large enough that one dictionary of
+/// person ids serves a million events instead of being written again every batch.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// The largest dictionary page per column chunk (parquet's default is 1 MiB): room for about
+/// 110,000 distinct person ids before the column falls back to plain encoding, which costs zstd
+/// far more work for 32 hex digits a row.
+const DICTIONARY_PAGE_BYTES: usize = 4 << 20;
 /// Batches in flight between the row builder and each encoder.
 const QUEUE_DEPTH: usize = 2;
 
@@ -91,46 +99,91 @@ fn person_batch(
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn event_batch(
-    schema: &SchemaRef,
-    policy: &ExportPolicy,
-    rows: &[EventRow],
-) -> Result<RecordBatch, ExportError> {
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    let mut person_id = StringBuilder::new();
-    rows.iter()
-        .for_each(|row| person_id.append_value(&row.person_id));
-    columns.push(Arc::new(person_id.finish()));
-    for column in policy.event_columns() {
-        let array: ArrayRef = if column == "value" {
-            let mut values = Float64Builder::new();
-            rows.iter().for_each(|row| values.append_option(row.value));
-            Arc::new(values.finish())
-        } else {
-            let mut strings = StringBuilder::new();
-            for row in rows {
-                match column {
-                    "code_system" => strings.append_value(&row.code_system),
-                    "code" => strings.append_value(&row.code),
-                    "unit" => strings.append_option(row.unit.as_deref()),
-                    _ => strings.append_value(&row.event_date),
-                }
-            }
-            Arc::new(strings.finish())
-        };
-        columns.push(array);
-    }
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+/// One event column's builder.
+enum EventColumn {
+    CodeSystem(StringBuilder),
+    Code(StringBuilder),
+    Value(Float64Builder),
+    Unit(StringBuilder),
+    EventDate(StringBuilder),
 }
 
+/// The column builders of one batch of events, filled one anonymized event at a time.
+struct EventBuilders {
+    person_id: StringBuilder,
+    columns: Vec<EventColumn>,
+}
+
+impl EventBuilders {
+    /// Builders for the policy's event columns, sized for `rows` events.
+    fn new(policy: &ExportPolicy, rows: usize) -> Self {
+        let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+        EventBuilders {
+            person_id: text(32),
+            columns: policy
+                .event_columns()
+                .into_iter()
+                .map(|column| match column {
+                    "code_system" => EventColumn::CodeSystem(text(8)),
+                    "code" => EventColumn::Code(text(8)),
+                    "value" => EventColumn::Value(Float64Builder::with_capacity(rows)),
+                    "unit" => EventColumn::Unit(text(8)),
+                    _ => EventColumn::EventDate(text(10)),
+                })
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.person_id.len()
+    }
+
+    fn append(&mut self, event: &EventView) {
+        self.person_id.append_value(event.person_id);
+        for column in &mut self.columns {
+            match column {
+                EventColumn::CodeSystem(strings) => strings.append_value(event.code_system),
+                EventColumn::Code(strings) => strings.append_value(event.code),
+                EventColumn::Value(values) => values.append_option(event.value),
+                EventColumn::Unit(strings) => strings.append_option(event.unit),
+                EventColumn::EventDate(strings) => strings.append_value(event.event_date.as_str()),
+            }
+        }
+    }
+
+    fn finish(mut self, schema: &SchemaRef) -> Result<RecordBatch, ExportError> {
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.person_id.finish())];
+        for column in &mut self.columns {
+            columns.push(match column {
+                EventColumn::Value(values) => Arc::new(values.finish()),
+                EventColumn::CodeSystem(strings)
+                | EventColumn::Code(strings)
+                | EventColumn::Unit(strings)
+                | EventColumn::EventDate(strings) => Arc::new(strings.finish()),
+            });
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// A table as written: its rows, and the size and SHA3-256 of its `.arrow` and `.parquet` files.
+struct WrittenTable {
+    rows: u64,
+    ipc: (u64, String),
+    parquet: (u64, String),
+}
+
+/// What an encoder wrote: rows, and the file's size and SHA3-256.
+type Encoded = (u64, (u64, String));
+
 /// Encodes the batches of one table to `<name>.arrow` and `<name>.parquet` on two threads of
-/// their own while `produce` builds the batches; returns the rows written.
+/// their own while `produce` builds the batches; each encoder hashes its file as it writes it.
 fn write_table(
     dir: &Path,
     name: &str,
     schema: SchemaRef,
     produce: impl FnOnce(&dyn Fn(RecordBatch) -> bool) -> Result<(), ExportError>,
-) -> Result<u64, ExportError> {
+) -> Result<WrittenTable, ExportError> {
     let (to_ipc, ipc_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let (to_parquet, parquet_batches) = sync_channel::<RecordBatch>(QUEUE_DEPTH);
     let ipc_path = dir.join(format!("{name}.arrow"));
@@ -150,19 +203,23 @@ fn write_table(
         (produced, join_encoder(ipc), join_encoder(parquet))
     });
     produced?;
-    let ipc_rows = ipc?;
-    let parquet_rows = parquet?;
+    let (ipc_rows, ipc) = ipc?;
+    let (parquet_rows, parquet) = parquet?;
     if ipc_rows != parquet_rows {
         return Err(ExportError::Io(std::io::Error::other(format!(
             "{name}: the two encoders wrote different row counts"
         ))));
     }
-    Ok(ipc_rows)
+    Ok(WrittenTable {
+        rows: ipc_rows,
+        ipc,
+        parquet,
+    })
 }
 
 fn join_encoder(
-    handle: std::thread::ScopedJoinHandle<'_, Result<u64, ExportError>>,
-) -> Result<u64, ExportError> {
+    handle: std::thread::ScopedJoinHandle<'_, Result<Encoded, ExportError>>,
+) -> Result<Encoded, ExportError> {
     handle.join().unwrap_or_else(|_| {
         Err(ExportError::Io(std::io::Error::other(
             "an encoder thread panicked",
@@ -174,35 +231,41 @@ fn encode_ipc(
     path: &Path,
     schema: &SchemaRef,
     batches: Receiver<RecordBatch>,
-) -> Result<u64, ExportError> {
-    let mut writer =
-        arrow_ipc::writer::FileWriter::try_new(BufWriter::new(File::create(path)?), schema)?;
+) -> Result<Encoded, ExportError> {
+    let file = BufWriter::with_capacity(1 << 20, DigestWriter::new(File::create(path)?));
+    let mut writer = arrow_ipc::writer::FileWriter::try_new(file, schema)?;
     let mut rows = 0u64;
     for batch in batches {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.finish()?;
-    Ok(rows)
+    let file = writer.into_inner()?;
+    let digest = file
+        .into_inner()
+        .map_err(|error| error.into_error())?
+        .finish()?;
+    Ok((rows, digest))
 }
 
 fn encode_parquet(
     path: &Path,
     schema: &SchemaRef,
     batches: Receiver<RecordBatch>,
-) -> Result<u64, ExportError> {
+) -> Result<Encoded, ExportError> {
     let properties = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(BATCH_ROWS))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
         .build();
-    let mut writer = ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(properties))?;
+    let file = DigestWriter::new(File::create(path)?);
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))?;
     let mut rows = 0u64;
     for batch in batches {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.close()?;
-    Ok(rows)
+    let digest = writer.into_inner()?.finish()?;
+    Ok((rows, digest))
 }
 
 /// Makes one export into `out_dir` (which must not exist yet) and returns its manifest.
@@ -356,39 +419,39 @@ where
     let mut events_in = 0u64;
     if let Some((kind, table)) = policy.dataset.events() {
         let schema = event_schema(policy);
-        let rows = write_table(dir, table, schema.clone(), |send| {
-            let mut pending = Vec::with_capacity(BATCH_ROWS);
+        let written = write_table(dir, table, schema.clone(), |send| {
+            let mut pending = EventBuilders::new(policy, BATCH_ROWS);
             for event in events() {
                 let event = event?;
                 if event.kind != kind {
                     continue;
                 }
                 events_in += 1;
-                if let Some(row) = anonymize_event(policy, persons, &event) {
-                    pending.push(row);
+                if let Some(view) = EventView::new(policy, persons, &event) {
+                    pending.append(&view);
                 }
                 if pending.len() == BATCH_ROWS {
-                    if !send(event_batch(&schema, policy, &pending)?) {
+                    let full =
+                        std::mem::replace(&mut pending, EventBuilders::new(policy, BATCH_ROWS));
+                    if !send(full.finish(&schema)?) {
                         return Ok(());
                     }
-                    pending.clear();
                 }
             }
-            if !pending.is_empty() {
-                send(event_batch(&schema, policy, &pending)?);
+            if pending.len() > 0 {
+                send(pending.finish(&schema)?);
             }
             Ok(())
         })?;
-        tables.push((table, rows));
+        tables.push((table, written));
     }
     let mut files = Vec::new();
-    for (table, rows) in tables {
-        for extension in ["arrow", "parquet"] {
-            let name = format!("{table}.{extension}");
-            let (bytes, sha3_256) = file_digest(&dir.join(&name))?;
+    for (table, written) in tables {
+        for (extension, (bytes, sha3_256)) in [("arrow", written.ipc), ("parquet", written.parquet)]
+        {
             files.push(FileDigest {
-                name,
-                rows,
+                name: format!("{table}.{extension}"),
+                rows: written.rows,
                 bytes,
                 sha3_256,
             });
