@@ -10,6 +10,7 @@ struct World {
     record_id: String,
     writer: String,
     grant_target_id: String,
+    research_organization_id: String,
     callers: Vec<(&'static str, Option<String>)>,
 }
 
@@ -53,20 +54,63 @@ async fn build_world(app: &TestApp) -> World {
         ("dr-elsewhere", Some(other_hospital_doctor)),
         ("anonymous", None),
     ];
-    for role in ["INSURER", "RESEARCHER", "GOVERNMENT", "AUDITOR"] {
+    // Each recipient role in an organization of its own kind, with a ceiling, so that its one
+    // export request of the matrix is not refused for another organization's unfinished job.
+    let mut research_organization_id = String::new();
+    for (role, kind) in [
+        ("INSURER", "INSURER"),
+        ("RESEARCHER", "RESEARCH"),
+        ("GOVERNMENT", "GOVERNMENT"),
+    ] {
+        let created = app
+            .graphql(
+                Some(&admin_a),
+                "mutation($n: String!, $k: OrganizationKind!) {
+                   createRecipientOrganization(name: $n, kind: $k) { id } }",
+                json!({ "n": format!("{kind} recipient"), "k": kind }),
+            )
+            .await;
+        let organization = created.data()["createRecipientOrganization"]["id"]
+            .as_str()
+            .expect("organization id")
+            .to_owned();
         let username = role.to_lowercase();
-        callers.push((
-            leak(username.clone()),
-            Some(app.create_staff(&admin_a, &username, role).await),
-        ));
+        app.try_create_staff(&admin_a, &username, role, Some(&organization))
+            .await
+            .data();
+        callers.push((leak(username.clone()), Some(app.login(&username).await)));
+        app.graphql(
+            Some(&admin_a),
+            SET_CEILING,
+            json!({ "role": role, "rules": ceiling_rules() }),
+        )
+        .await
+        .data();
+        if kind == "RESEARCH" {
+            research_organization_id = organization;
+        }
     }
+    callers.push((
+        "auditor",
+        Some(app.create_staff(&admin_a, "auditor", "AUDITOR").await),
+    ));
     World {
         patient_id,
         record_id,
         writer,
         grant_target_id,
+        research_organization_id,
         callers,
     }
+}
+
+const SET_CEILING: &str = "mutation($role: Role!, $rules: ExportCeilingInput!) {
+    setExportCeiling(role: $role, rules: $rules) { role } }";
+
+fn ceiling_rules() -> serde_json::Value {
+    json!({ "datasets": ["OBSERVATIONS"], "minK": 5, "maxSuppression": 0.05,
+            "minBirthGranularityYears": 5, "allowZip3": true, "allowSex": true,
+            "finestDates": "MONTH", "allowPerRecipientPseudonyms": false })
 }
 
 fn leak(name: String) -> &'static str {
@@ -92,9 +136,13 @@ enum Operation {
     ListDoctors,
     GrantAccess,
     ListOwnGrants,
+    GrantResearchConsent,
+    CreateRecipientOrganization,
+    SetExportCeiling,
+    RequestExport,
 }
 
-const OPERATIONS: [Operation; 17] = [
+const OPERATIONS: [Operation; 21] = [
     Operation::ReadProfile,
     Operation::ReadRecords,
     Operation::ReadRecord,
@@ -112,6 +160,10 @@ const OPERATIONS: [Operation; 17] = [
     Operation::ListDoctors,
     Operation::GrantAccess,
     Operation::ListOwnGrants,
+    Operation::GrantResearchConsent,
+    Operation::CreateRecipientOrganization,
+    Operation::SetExportCeiling,
+    Operation::RequestExport,
 ];
 
 /// Who may do what to patient P's data, per Algorithm 1 and the paper's roles.
@@ -132,10 +184,15 @@ fn allowed(caller: &str, operation: Operation) -> bool {
         Operation::AddRecord | Operation::UpdateRecord | Operation::DeleteRecord => {
             caller == "dr-writer"
         }
-        Operation::EditOwnPersonalDetails | Operation::GrantAccess | Operation::ListOwnGrants => {
-            patient
-        }
-        Operation::CreatePatient | Operation::CreateDoctor => admin,
+        Operation::EditOwnPersonalDetails
+        | Operation::GrantAccess
+        | Operation::ListOwnGrants
+        | Operation::GrantResearchConsent => patient,
+        Operation::CreatePatient
+        | Operation::CreateDoctor
+        | Operation::CreateRecipientOrganization
+        | Operation::SetExportCeiling => admin,
+        Operation::RequestExport => matches!(caller, "insurer" | "researcher" | "government"),
         Operation::ListPatients => admin || doctor,
         Operation::ListDoctors => admin || doctor || patient,
     }
@@ -256,6 +313,32 @@ async fn attempt(
         Operation::ListOwnGrants => {
             app.graphql(token, "{ myGrants { edges { node { id } } } }", json!({}))
                 .await
+        }
+        Operation::GrantResearchConsent => {
+            let query = "mutation($o: ID!, $e: DateTime!) { grantResearchConsent(organizationId: $o, expiresAt: $e) { id } }";
+            let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+            app.graphql(
+                token,
+                query,
+                json!({ "o": world.research_organization_id, "e": expires }),
+            )
+            .await
+        }
+        Operation::CreateRecipientOrganization => {
+            let query = "mutation($n: String!) { createRecipientOrganization(name: $n, kind: INSURER) { id } }";
+            app.graphql(token, query, json!({ "n": unique })).await
+        }
+        Operation::SetExportCeiling => {
+            app.graphql(
+                token,
+                SET_CEILING,
+                json!({ "role": "INSURER", "rules": ceiling_rules() }),
+            )
+            .await
+        }
+        Operation::RequestExport => {
+            let query = "mutation { requestExport(policy: { dataset: OBSERVATIONS, ageBandYears: 10, dates: YEAR }) { id } }";
+            app.graphql(token, query, json!({})).await
         }
     }
 }
