@@ -41,7 +41,8 @@ pub struct PatientSummary {
     pub birth_year: i32,
 }
 
-fn open_profile(
+/// Decrypts one profile version with the patient's data key.
+pub(super) fn open_profile(
     key: &SymmetricKey,
     patient: Uuid,
     version: i32,

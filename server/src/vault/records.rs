@@ -155,39 +155,6 @@ impl Vault {
         })
     }
 
-    fn open_version(
-        &self,
-        permit: &Permit,
-        record: Uuid,
-        version: i32,
-        ciphertext: Option<&[u8]>,
-        wrapped_key: Option<&[u8]>,
-    ) -> ApiResult<Option<RecordContent>> {
-        let (Some(ciphertext), Some(wrapped_key)) = (ciphertext, wrapped_key) else {
-            return Ok(None);
-        };
-        let patient = permit.patient();
-        let content_key = permit.data_key().unwrap_key(
-            Binding::RecordKey {
-                record,
-                version,
-                patient,
-            },
-            wrapped_key,
-        )?;
-        let plaintext = content_key.open(
-            Binding::RecordContent {
-                record,
-                version,
-                patient,
-            },
-            ciphertext,
-        )?;
-        serde_json::from_slice(&plaintext)
-            .map(Some)
-            .map_err(ApiError::internal)
-    }
-
     /// Adds new records for the permit's patient, all in one statement: the records, their first
     /// versions, their content keys and their anchor leaves land together or not at all.
     pub async fn add_records(
@@ -467,8 +434,7 @@ impl Vault {
     fn stored_record_from_row(&self, permit: &Permit, row: &Row) -> ApiResult<StoredRecord> {
         let record: Uuid = row.get(0);
         let version: i32 = row.get(2);
-        let content = self
-            .open_version(permit, record, version, row.get(3), row.get(4))?
+        let content = open_version(permit, record, version, row.get(3), row.get(4))?
             .ok_or_else(|| ApiError::internal(CorruptRow("live record without content")))?;
         Ok(StoredRecord {
             record_id: record,
@@ -553,7 +519,7 @@ impl Vault {
             patient_id: row.get(1),
             version,
             operation: VersionOperation::parse(row.get(3))?,
-            content: self.open_version(permit, record, version, row.get(4), row.get(5))?,
+            content: open_version(permit, record, version, row.get(4), row.get(5))?,
             author_id: row.get(6),
             created_at: row.get(7),
             ciphertext_sha3: row.get(8),
@@ -585,4 +551,38 @@ fn next_version(expected_version: i32) -> ApiResult<i32> {
     expected_version
         .checked_add(1)
         .ok_or_else(|| ApiError::BadUserInput("expectedVersion is too large".into()))
+}
+
+/// Decrypts one record version with the permit's data key; `None` for a tombstone or a
+/// version whose content key was shredded.
+pub(super) fn open_version(
+    permit: &Permit,
+    record: Uuid,
+    version: i32,
+    ciphertext: Option<&[u8]>,
+    wrapped_key: Option<&[u8]>,
+) -> ApiResult<Option<RecordContent>> {
+    let (Some(ciphertext), Some(wrapped_key)) = (ciphertext, wrapped_key) else {
+        return Ok(None);
+    };
+    let patient = permit.patient();
+    let content_key = permit.data_key().unwrap_key(
+        Binding::RecordKey {
+            record,
+            version,
+            patient,
+        },
+        wrapped_key,
+    )?;
+    let plaintext = content_key.open(
+        Binding::RecordContent {
+            record,
+            version,
+            patient,
+        },
+        ciphertext,
+    )?;
+    serde_json::from_slice(&plaintext)
+        .map(Some)
+        .map_err(ApiError::internal)
 }

@@ -6,10 +6,11 @@
 //! persons and every pass over the events see the same state, however the vault changes
 //! meanwhile (a consent withdrawn mid-export applies from the next export on).
 
+use super::patients::open_profile;
 use super::policy::{Permit, ResearchCohort};
+use super::records::open_version;
 use super::Vault;
 use crate::auth::Actor;
-use crate::crypto::Binding;
 use crate::domain::{PatientProfile, RecordContent, RecordKind, Sex};
 use crate::error::{ApiError, ApiResult};
 use deadpool_postgres::Object;
@@ -82,12 +83,7 @@ impl ResearchSnapshot {
             if patient != permit.patient() {
                 return Err(ApiError::internal(ProfileMissing));
             }
-            let version: i32 = row.get(1);
-            let plaintext = permit
-                .data_key()
-                .open(Binding::Profile { patient, version }, row.get(2))?;
-            let profile: PatientProfile =
-                serde_json::from_slice(&plaintext).map_err(ApiError::internal)?;
+            let profile = open_profile(permit.data_key(), patient, row.get(1), row.get(2))?;
             persons.push(person_row(patient, profile));
         }
         if persons.len() != self.cohort.permits.len() {
@@ -130,24 +126,8 @@ impl ResearchSnapshot {
                 .peek()
                 .filter(|permit| permit.patient() == patient)
                 .ok_or_else(|| ApiError::internal(OutsideCohort))?;
-            let content_key = permit.data_key().unwrap_key(
-                Binding::RecordKey {
-                    record,
-                    version,
-                    patient,
-                },
-                row.get(4),
-            )?;
-            let plaintext = content_key.open(
-                Binding::RecordContent {
-                    record,
-                    version,
-                    patient,
-                },
-                row.get(3),
-            )?;
-            let content: RecordContent =
-                serde_json::from_slice(&plaintext).map_err(ApiError::internal)?;
+            let content = open_version(permit, record, version, row.get(3), row.get(4))?
+                .ok_or_else(|| ApiError::internal(ContentMissing))?;
             events.extend(event_row(patient, content));
         }
         Ok(events)
@@ -175,6 +155,10 @@ impl Drop for ResearchSnapshot {
 #[derive(Debug, thiserror::Error)]
 #[error("a consenting patient has no profile")]
 struct ProfileMissing;
+
+#[derive(Debug, thiserror::Error)]
+#[error("a live record version has no content")]
+struct ContentMissing;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the research snapshot was used after closing")]
