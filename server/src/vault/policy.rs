@@ -203,7 +203,7 @@ impl Vault {
             None => Err("no such patient"),
         };
         drop(client);
-        self.log_access(actor, patient, action, record, decision)
+        self.log_access(actor, Some(patient), action, record, decision)
             .await?;
         match (decision, wrapped_key) {
             (Ok(()), Some(wrapped_key)) => Ok(Permit {
@@ -227,7 +227,7 @@ impl Vault {
         let logged = self
             .log_access(
                 &permit.actor,
-                permit.patient,
+                Some(permit.patient),
                 permit.action,
                 record,
                 Err(reason),
@@ -239,10 +239,12 @@ impl Vault {
         }
     }
 
+    /// Appends one decision to the access log; `patient` is `None` only for a refusal that
+    /// names no patient.
     async fn log_access(
         &self,
         actor: &Actor,
-        patient: Uuid,
+        patient: Option<Uuid>,
         action: AuditedAction,
         record: Option<Uuid>,
         decision: Result<(), &'static str>,
@@ -280,23 +282,14 @@ impl Vault {
         snapshot: &tokio_postgres::Client,
     ) -> ApiResult<ResearchCohort> {
         if recipient.role.recipient_kind().is_none() {
-            let client = self.pool.get().await?;
-            client
-                .execute(
-                    &client
-                        .prepare_cached(
-                            "INSERT INTO access_log (actor_id, actor_role, action, outcome, reason)
-                             VALUES ($1, $2, $3, 'denied', $4)",
-                        )
-                        .await?,
-                    &[
-                        &recipient.user_id,
-                        &recipient.role.as_str(),
-                        &AuditedAction::ExportForResearch.as_str(),
-                        &"only insurers, researchers and agencies export",
-                    ],
-                )
-                .await?;
+            self.log_access(
+                recipient,
+                None,
+                AuditedAction::ExportForResearch,
+                None,
+                Err("only insurers, researchers and agencies export"),
+            )
+            .await?;
             return Err(ApiError::Forbidden);
         }
         let rows = snapshot
