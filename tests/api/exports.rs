@@ -114,6 +114,33 @@ async fn patient_with_record(
     (patient, grant)
 }
 
+/// `count` patients (`p-0`, `p-1`, ...) with one heart rate each, all consenting to research by
+/// the institute.
+async fn consenting_patients(app: &TestApp, setting: &ExportSetting, count: usize) {
+    for index in 0..count {
+        patient_with_record(
+            app,
+            setting,
+            &format!("p-{index}"),
+            "Pat Person",
+            "70",
+            true,
+        )
+        .await;
+    }
+}
+
+/// The admin sets the researcher role's ceiling: k at least 5.
+async fn set_researcher_ceiling(app: &TestApp, setting: &ExportSetting) {
+    app.graphql(
+        Some(&setting.admin),
+        CEILING,
+        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+    )
+    .await
+    .data();
+}
+
 /// Requests an export and waits for the job to end; returns the job.
 async fn run_export(app: &TestApp, token: &str, policy: Value) -> (String, Value) {
     let requested = app
@@ -228,13 +255,7 @@ async fn only_patients_with_live_research_consent_are_exported() {
         true,
     )
     .await;
-    app.graphql(
-        Some(&setting.admin),
-        CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
-    )
-    .await
-    .data();
+    set_researcher_ceiling(&app, &setting).await;
 
     let (first_id, first) = run_export(&app, &setting.researcher, observations_policy(5)).await;
     assert_eq!(first["status"], "SUCCEEDED", "{first:#}");
@@ -335,24 +356,8 @@ async fn only_patients_with_live_research_consent_are_exported() {
 async fn downloads_are_only_for_the_requesting_organization() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    for index in 0..5 {
-        patient_with_record(
-            &app,
-            &setting,
-            &format!("p-{index}"),
-            "Pat Person",
-            "70",
-            true,
-        )
-        .await;
-    }
-    app.graphql(
-        Some(&setting.admin),
-        CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
-    )
-    .await
-    .data();
+    consenting_patients(&app, &setting, 5).await;
+    set_researcher_ceiling(&app, &setting).await;
     let (id, job) = run_export(&app, &setting.researcher, observations_policy(5)).await;
     assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
     let manifest_path = job["manifestPath"].as_str().expect("path").to_owned();
@@ -431,17 +436,7 @@ fn hex_sha3(bytes: &[u8]) -> String {
 async fn exports_stay_within_the_ceiling_and_fail_whole() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    for index in 0..6 {
-        patient_with_record(
-            &app,
-            &setting,
-            &format!("p-{index}"),
-            "Pat Person",
-            "70",
-            true,
-        )
-        .await;
-    }
+    consenting_patients(&app, &setting, 6).await;
     let answer = app
         .graphql(
             Some(&setting.researcher),
@@ -469,13 +464,7 @@ async fn exports_stay_within_the_ceiling_and_fail_whole() {
     )
     .await
     .expect_error("BAD_USER_INPUT");
-    app.graphql(
-        Some(&setting.admin),
-        CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
-    )
-    .await
-    .data();
+    set_researcher_ceiling(&app, &setting).await;
     let own = app
         .graphql(
             Some(&setting.researcher),
@@ -632,25 +621,9 @@ async fn research_consent_goes_only_to_recipient_organizations() {
 async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    for index in 0..5 {
-        patient_with_record(
-            &app,
-            &setting,
-            &format!("p-{index}"),
-            "Pat Person",
-            "70",
-            true,
-        )
-        .await;
-    }
+    consenting_patients(&app, &setting, 5).await;
     patient_with_record(&app, &setting, "outsider", "Olive Outsider", "199.5", false).await;
-    app.graphql(
-        Some(&setting.admin),
-        CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
-    )
-    .await
-    .data();
+    set_researcher_ceiling(&app, &setting).await;
     let work = tempfile::tempdir().expect("work dir");
     let export = |k: u32, requester: &str, out: &str| {
         let policy = work.path().join(format!("policy-{k}.toml"));
@@ -708,24 +681,8 @@ async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
 async fn one_unfinished_export_per_organization_unless_its_server_stopped() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    for index in 0..5 {
-        patient_with_record(
-            &app,
-            &setting,
-            &format!("p-{index}"),
-            "Pat Person",
-            "70",
-            true,
-        )
-        .await;
-    }
-    app.graphql(
-        Some(&setting.admin),
-        CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
-    )
-    .await
-    .data();
+    consenting_patients(&app, &setting, 5).await;
+    set_researcher_ceiling(&app, &setting).await;
     let me = app
         .graphql(Some(&setting.researcher), "{ me { id } }", json!({}))
         .await;
