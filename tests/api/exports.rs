@@ -615,6 +615,42 @@ async fn research_consent_goes_only_to_recipient_organizations() {
     )
     .await
     .expect_error("FORBIDDEN");
+
+    // A new consent replaces the live one to the same organization, and leaves the patient's
+    // access grant to a doctor alone.
+    app.grant(&patient, &setting.doctor_id, &["READ"]).await;
+    app.graphql(
+        Some(&patient),
+        consent,
+        json!({ "o": setting.institute_id, "e": expires }),
+    )
+    .await
+    .data();
+    let grants = app
+        .graphql(
+            Some(&patient),
+            "{ myGrants { edges { node { live doctor { id } organization { name } } } } }",
+            json!({}),
+        )
+        .await;
+    let live: Vec<Value> = grants.data()["myGrants"]["edges"]
+        .as_array()
+        .expect("grants")
+        .iter()
+        .map(|edge| edge["node"].clone())
+        .filter(|node| node["live"] == true)
+        .collect();
+    assert_eq!(
+        grants.data()["myGrants"]["edges"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(live.len(), 2, "{live:#?}");
+    assert!(live
+        .iter()
+        .any(|node| node["doctor"]["id"] == json!(setting.doctor_id)));
+    assert!(live
+        .iter()
+        .any(|node| node["organization"]["name"] == "Cohort Institute"));
 }
 
 #[tokio::test]

@@ -69,6 +69,56 @@ fn check_expiry(expires_at: DateTime<Utc>) -> ApiResult<()> {
     Ok(())
 }
 
+/// Who a grant goes to.
+#[derive(Clone, Copy)]
+enum Grantee {
+    /// A doctor, for read and write access.
+    Doctor(Uuid),
+    /// A recipient organization, for research consent.
+    Organization(Uuid),
+}
+
+/// Revokes the patient's live grant to `grantee`, if any, and inserts the new one, inside the
+/// caller's transaction: each grantee has at most one live grant per patient.
+async fn replace_grant(
+    transaction: &tokio_postgres::Transaction<'_>,
+    patient: Uuid,
+    grantee: Grantee,
+    scope: i32,
+    expires_at: DateTime<Utc>,
+) -> ApiResult<Grant> {
+    let (doctor, organization) = match grantee {
+        Grantee::Doctor(doctor) => (Some(doctor), None),
+        Grantee::Organization(organization) => (None, Some(organization)),
+    };
+    transaction
+        .execute(
+            "UPDATE grants SET revoked_at = now()
+             WHERE patient_id = $1 AND revoked_at IS NULL
+               AND (grantee_id = $2 OR grantee_organization_id = $3)",
+            &[&patient, &doctor, &organization],
+        )
+        .await?;
+    let row = transaction
+        .query_one(
+            &format!(
+                "INSERT INTO grants
+                   (id, patient_id, grantee_id, grantee_organization_id, scope, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING {GRANT_COLUMNS}"
+            ),
+            &[
+                &Uuid::now_v7(),
+                &patient,
+                &doctor,
+                &organization,
+                &scope,
+                &expires_at,
+            ],
+        )
+        .await?;
+    Ok(grant_from_row(&row))
+}
+
 impl Vault {
     /// The patient grants a doctor `scopes` until `expires_at`, replacing any live grant to that
     /// doctor.
@@ -101,30 +151,16 @@ impl Vault {
         if !is_doctor {
             return Err(ApiError::NotFound("doctor"));
         }
-        transaction
-            .execute(
-                "UPDATE grants SET revoked_at = now()
-                 WHERE patient_id = $1 AND grantee_id = $2 AND revoked_at IS NULL",
-                &[&patient.user_id, &doctor],
-            )
-            .await?;
-        let row = transaction
-            .query_one(
-                &format!(
-                    "INSERT INTO grants (id, patient_id, grantee_id, scope, expires_at)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING {GRANT_COLUMNS}"
-                ),
-                &[
-                    &Uuid::now_v7(),
-                    &patient.user_id,
-                    &doctor,
-                    &AccessScope::mask(scopes),
-                    &expires_at,
-                ],
-            )
-            .await?;
+        let grant = replace_grant(
+            &transaction,
+            patient.user_id,
+            Grantee::Doctor(doctor),
+            AccessScope::mask(scopes),
+            expires_at,
+        )
+        .await?;
         transaction.commit().await?;
-        Ok(grant_from_row(&row))
+        Ok(grant)
     }
 
     /// The patient consents, until `expires_at`, to being included in anonymized exports to a
@@ -157,30 +193,16 @@ impl Vault {
             }
             Some(_) => {}
         }
-        transaction
-            .execute(
-                "UPDATE grants SET revoked_at = now()
-                 WHERE patient_id = $1 AND grantee_organization_id = $2 AND revoked_at IS NULL",
-                &[&patient.user_id, &organization],
-            )
-            .await?;
-        let row = transaction
-            .query_one(
-                &format!(
-                    "INSERT INTO grants (id, patient_id, grantee_organization_id, scope, expires_at)
-                     VALUES ($1, $2, $3, $4, $5) RETURNING {GRANT_COLUMNS}"
-                ),
-                &[
-                    &Uuid::now_v7(),
-                    &patient.user_id,
-                    &organization,
-                    &AccessScope::Research.bit(),
-                    &expires_at,
-                ],
-            )
-            .await?;
+        let grant = replace_grant(
+            &transaction,
+            patient.user_id,
+            Grantee::Organization(organization),
+            AccessScope::Research.bit(),
+            expires_at,
+        )
+        .await?;
         transaction.commit().await?;
-        Ok(grant_from_row(&row))
+        Ok(grant)
     }
 
     /// The patient revokes one of their own grants; it stops working at once.
