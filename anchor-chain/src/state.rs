@@ -386,19 +386,10 @@ mod tests {
             timestamp_ms: 100,
             approval_policy: ApprovalPolicy::Majority,
             founders: (1..=3)
-                .map(|id| member(id, &keys[id as usize - 1]))
+                .map(|id| Member::for_tests(id, &keys[id as usize - 1]))
                 .collect(),
         };
         (keys, ChainState::new(&spec).unwrap())
-    }
-
-    fn member(id: u64, key: &ValidatorKey) -> Member {
-        Member {
-            id,
-            name: format!("h{id}"),
-            public_key: key.public_key(),
-            address: format!("127.0.0.1:{id}"),
-        }
     }
 
     fn anchor(i: u32) -> Entry {
@@ -499,7 +490,7 @@ mod tests {
     fn governance_is_checked_against_the_members_in_force() {
         let (keys, mut state) = setup();
         let action = GovernanceAction::Admit {
-            member: member(4, &keys[3]),
+            member: Member::for_tests(4, &keys[3]),
             epoch: 0,
         };
         let one = vec![approve(&keys[0], 1, &state.chain_id(), &action)];

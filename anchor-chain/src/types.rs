@@ -141,6 +141,19 @@ pub struct Member {
     pub address: String,
 }
 
+#[cfg(test)]
+impl Member {
+    /// Member `id` with `key`, named `h<id>` at `127.0.0.1:<id>`: the fixture unit tests share.
+    pub(crate) fn for_tests(id: MemberId, key: &crate::block::ValidatorKey) -> Member {
+        Member {
+            id,
+            name: format!("h{id}"),
+            public_key: key.public_key(),
+            address: format!("127.0.0.1:{id}"),
+        }
+    }
+}
+
 /// How many current members must sign a governance action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -575,15 +575,6 @@ mod tests {
         blocks: Vec<SignedBlock>,
     }
 
-    fn member(id: u64, key: &ValidatorKey) -> Member {
-        Member {
-            id,
-            name: format!("h{id}"),
-            public_key: key.public_key(),
-            address: format!("127.0.0.1:{id}"),
-        }
-    }
-
     impl TestChain {
         fn new() -> TestChain {
             let keys: Vec<ValidatorKey> =
@@ -595,7 +586,7 @@ mod tests {
                 founders: keys[..3]
                     .iter()
                     .enumerate()
-                    .map(|(i, k)| member(i as u64 + 1, k))
+                    .map(|(i, k)| Member::for_tests(i as u64 + 1, k))
                     .collect(),
             };
             let mut chain = TestChain {
@@ -748,7 +739,7 @@ mod tests {
     fn an_admitted_member_signs_from_the_next_block() {
         let mut chain = TestChain::new();
         let action = GovernanceAction::Admit {
-            member: member(4, &chain.keys[3]),
+            member: Member::for_tests(4, &chain.keys[3]),
             epoch: 0,
         };
         let chain_id = chain.genesis_hash();
@@ -770,7 +761,7 @@ mod tests {
     fn under_approved_governance_is_caught() {
         let mut chain = TestChain::new();
         let action = GovernanceAction::Admit {
-            member: member(4, &chain.keys[3]),
+            member: Member::for_tests(4, &chain.keys[3]),
             epoch: 0,
         };
         let approvals = vec![approve(&chain.keys[0], 1, &chain.genesis_hash(), &action)];
