@@ -12,6 +12,7 @@ use crate::domain::Role;
 use crate::error::{ApiError, ApiResult};
 use crate::vault::{Page, PageRequest, ResearchSnapshot, Vault};
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use medvault_exporter::manifest::{manifest_hash, MANIFEST_FILE};
 use medvault_exporter::{
     Dataset, ExportCeiling, ExportContext, ExportError, ExportPolicy, Manifest,
@@ -309,12 +310,7 @@ impl Exports {
             .write_export(recipient, policy, out_dir, progress)
             .await?;
         let client = self.vault.pool().get().await?;
-        client
-            .execute(
-                "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2)",
-                &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
-            )
-            .await?;
+        queue_manifest_anchor(&client, &digest).await?;
         Ok((manifest, digest))
     }
 
@@ -539,13 +535,7 @@ impl Exports {
         let json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
         let mut client = self.vault.pool().get().await?;
         let transaction = client.transaction().await?;
-        let outbox_id: i64 = transaction
-            .query_one(
-                "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2) RETURNING id",
-                &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
-            )
-            .await?
-            .get(0);
+        let outbox_id = queue_manifest_anchor(&transaction, digest).await?;
         transaction
             .execute(
                 "UPDATE export_jobs SET status = 'succeeded', manifest = $2, manifest_sha3 = $3,
@@ -576,6 +566,17 @@ impl Exports {
             .await?;
         Ok(())
     }
+}
+
+/// Queues a manifest's SHA3-256 for the anchoring worker; returns its outbox id.
+async fn queue_manifest_anchor(client: &impl GenericClient, digest: &[u8; 32]) -> ApiResult<i64> {
+    Ok(client
+        .query_one(
+            "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2) RETURNING id",
+            &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
+        )
+        .await?
+        .get(0))
 }
 
 /// The snapshot's events, read [`PATIENTS_PER_CHUNK`] patients at a time from the blocking
