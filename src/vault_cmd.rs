@@ -24,7 +24,8 @@ pub struct StorageArgs {
     /// machine's PostgreSQL binaries and deleted on exit.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The master key file, created with mode 0600 if missing.
+    /// The master key file; created with mode 0600 if missing and the database holds nothing
+    /// sealed yet. A missing or wrong key for a database in use refuses to start.
     #[arg(
         long,
         env = "MEDVAULT_MASTER_KEY_FILE",
@@ -141,12 +142,11 @@ pub async fn open_vault(
         Some(hex) => MasterKeySource::Hex(hex.clone()),
         None => MasterKeySource::File(storage.master_key_file.clone()),
     };
-    let master = master_key.load().context("loading the master key")?;
     let pool = database::connect_pool(&database.url, settings.pool_size)?;
     database::migrate(&pool)
         .await
         .context("migrating the database")?;
-    Ok(Vault::new(pool, master, settings.session_ttl))
+    Ok(Vault::open(pool, &master_key, settings.session_ttl).await?)
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -164,6 +164,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             graphiql: true,
             ..ServerSettings::default()
         };
+        let listener = Application::bind(&settings)?;
         let database = open_database(args.storage.database_url.clone()).await?;
         let vault = open_vault(&args.storage, &database, &settings).await?;
         let chain = Arc::new(
@@ -206,7 +207,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "every record version is anchored: the embedded chain's head is at height {}",
             chain.head_height()
         );
-        let application = Application::build(&settings, vault)?;
+        let application = Application::build_on(listener, &settings, vault)?;
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
         println!("{}", demo_banner(&address, &logins));
         if !args.seed_only {
@@ -260,6 +261,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.storage.database_url.is_none() {
             eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
         }
+        let listener = Application::bind(&settings)?;
         let database = open_database(args.storage.database_url.clone()).await?;
         let vault = open_vault(&args.storage, &database, &settings).await?;
         let chain = match &args.chain_dir {
@@ -273,7 +275,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let worker = chain.as_ref().map(|chain| {
             anchoring::spawn(vault.pool().clone(), chain.clone(), Duration::from_secs(1))
         });
-        let application = Application::build(&settings, vault)?;
+        let application = Application::build_on(listener, &settings, vault)?;
         tracing::info!(port = application.port(), "serving GraphQL on /graphql");
         application.run_until_stopped().await?;
         if let Some(worker) = worker {

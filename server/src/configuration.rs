@@ -25,11 +25,19 @@ impl std::fmt::Debug for MasterKeySource {
 }
 
 impl MasterKeySource {
-    /// Loads (or for a missing file, creates) the master key.
-    pub fn load(&self) -> Result<MasterKey, KeyFileError> {
+    /// Reads the master key; `None` for a key file that does not exist.
+    pub fn read(&self) -> Result<Option<MasterKey>, KeyFileError> {
         match self {
-            MasterKeySource::File(path) => MasterKey::load_or_create(path),
-            MasterKeySource::Hex(hex) => MasterKey::from_hex(hex),
+            MasterKeySource::File(path) => MasterKey::read(path),
+            MasterKeySource::Hex(hex) => MasterKey::from_hex(hex).map(Some),
+        }
+    }
+
+    /// Where the key comes from, for messages (never the key itself).
+    pub fn describe(&self) -> String {
+        match self {
+            MasterKeySource::File(path) => format!("the master key file {}", path.display()),
+            MasterKeySource::Hex(_) => "the master key given in MEDVAULT_MASTER_KEY".to_owned(),
         }
     }
 }

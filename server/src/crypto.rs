@@ -195,6 +195,7 @@ pub struct MasterKey {
     pseudonym_key: Zeroizing<[u8; KEY_LEN]>,
     export_signing_seed: Zeroizing<[u8; KEY_LEN]>,
     export_pseudonym_secret: Zeroizing<[u8; KEY_LEN]>,
+    check_value: [u8; KEY_LEN],
 }
 
 impl MasterKey {
@@ -204,38 +205,24 @@ impl MasterKey {
             pseudonym_key: derive(master, b"medvault/pseudonym-key/v1"),
             export_signing_seed: derive(master, b"medvault/export-signing-key/v1"),
             export_pseudonym_secret: derive(master, b"medvault/export-pseudonym-secret/v1"),
+            check_value: *derive(master, b"medvault/key-check/v1"),
         }
     }
 
-    /// Reads the key file at `path`, creating it with mode 0600 and a fresh random key if it
-    /// does not exist. A key file readable by others is refused.
-    pub fn load_or_create(path: &Path) -> Result<Self, KeyFileError> {
+    /// Reads the key file at `path`; `None` if there is none. A key file readable by others is
+    /// refused. Whether a missing file may be created is the caller's to decide, against the
+    /// database ([`crate::vault::Vault::open`]).
+    pub fn read(path: &Path) -> Result<Option<Self>, KeyFileError> {
         let io_error = |source| KeyFileError::Io {
             path: path.display().to_string(),
             source,
         };
-        if !path.exists() {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io_error)?;
-            }
-            let mut master = Zeroizing::new([0u8; KEY_LEN]);
-            OsRng.fill_bytes(master.as_mut());
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_error)?;
-            let encoded = Zeroizing::new(hex::encode(master.as_ref()));
-            file.write_all(encoded.as_bytes()).map_err(io_error)?;
-            file.sync_all().map_err(io_error)?;
-            return Ok(MasterKey::from_bytes(&master));
-        }
-        let mode = std::fs::metadata(path)
-            .map_err(io_error)?
-            .permissions()
-            .mode()
-            & 0o777;
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(io_error(error)),
+        };
+        let mode = metadata.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(KeyFileError::Permissions {
                 path: path.display().to_string(),
@@ -243,7 +230,31 @@ impl MasterKey {
             });
         }
         let contents = Zeroizing::new(std::fs::read_to_string(path).map_err(io_error)?);
-        MasterKey::from_hex(contents.trim())
+        MasterKey::from_hex(contents.trim()).map(Some)
+    }
+
+    /// Creates the key file at `path` with mode 0600 and a fresh random key; fails if the file
+    /// exists.
+    pub fn create(path: &Path) -> Result<Self, KeyFileError> {
+        let io_error = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        let mut master = Zeroizing::new([0u8; KEY_LEN]);
+        OsRng.fill_bytes(master.as_mut());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_error)?;
+        let encoded = Zeroizing::new(hex::encode(master.as_ref()));
+        file.write_all(encoded.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        Ok(MasterKey::from_bytes(&master))
     }
 
     /// Parses a master key given as 64 hexadecimal digits (for `MEDVAULT_MASTER_KEY`).
@@ -251,6 +262,12 @@ impl MasterKey {
         let mut master = Zeroizing::new([0u8; KEY_LEN]);
         hex::decode_to_slice(encoded, master.as_mut()).map_err(|_| KeyFileError::Malformed)?;
         Ok(MasterKey::from_bytes(&master))
+    }
+
+    /// A value that identifies this key without revealing it (an HMAC of a fixed label under
+    /// it), stored in the database so that a start with another key is noticed.
+    pub fn check_value(&self) -> [u8; KEY_LEN] {
+        self.check_value
     }
 
     /// Wraps a patient's data key for storage.
@@ -369,20 +386,28 @@ mod tests {
     fn key_file_is_created_private_and_reloads_the_same_key() {
         let dir = std::env::temp_dir().join(format!("medvault-key-test-{}", Uuid::new_v4()));
         let path = dir.join("master.key");
-        let created = MasterKey::load_or_create(&path).unwrap();
+        assert!(MasterKey::read(&path).unwrap().is_none());
+        let created = MasterKey::create(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let reloaded = MasterKey::load_or_create(&path).unwrap();
-        let patient = Uuid::new_v4();
-        assert_eq!(
-            created.patient_pseudonym(patient),
-            reloaded.patient_pseudonym(patient)
+        let reloaded = MasterKey::read(&path).unwrap().unwrap();
+        assert_eq!(created.check_value(), reloaded.check_value());
+        assert!(
+            MasterKey::create(&path).is_err(),
+            "an existing key is never replaced"
         );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
-            MasterKey::load_or_create(&path),
+            MasterKey::read(&path),
             Err(KeyFileError::Permissions { .. })
         ));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn different_keys_have_different_check_values() {
+        let other = MasterKey::from_bytes(&[8u8; KEY_LEN]);
+        assert_ne!(master().check_value(), other.check_value());
+        assert_ne!(master().check_value(), [7u8; KEY_LEN]);
     }
 }

@@ -22,6 +22,13 @@ pub enum ApiError {
     BadUserInput(String),
     /// The object changed since the caller read it, or a unique name is taken.
     Conflict(String),
+    /// Too many attempts: the caller may try again after `retry_after`.
+    TooManyRequests {
+        /// What was attempted too often, for the message.
+        what: &'static str,
+        /// How long to wait.
+        retry_after: std::time::Duration,
+    },
     /// Something failed inside the server; details are in the log only.
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -34,6 +41,10 @@ impl ApiError {
             ApiError::Forbidden => "not allowed".to_owned(),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::BadUserInput(message) | ApiError::Conflict(message) => message.clone(),
+            ApiError::TooManyRequests { what, retry_after } => format!(
+                "too many {what}; retry in {} s",
+                retry_after_seconds(*retry_after)
+            ),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -46,6 +57,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -86,7 +98,12 @@ impl ApiError {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %cause, "internal error");
         }
-        async_graphql::Error::new(self.message()).extend_with(|_, e| e.set("code", self.code()))
+        async_graphql::Error::new(self.message()).extend_with(|_, extensions| {
+            extensions.set("code", self.code());
+            if let ApiError::TooManyRequests { retry_after, .. } = self {
+                extensions.set("retryAfterSeconds", retry_after_seconds(*retry_after));
+            }
+        })
     }
 }
 
@@ -94,6 +111,11 @@ impl From<ApiError> for async_graphql::Error {
     fn from(error: ApiError) -> Self {
         error.to_graphql()
     }
+}
+
+/// Whole seconds to wait, rounded up so that a retry at that time finds the lock gone.
+fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 /// Parses a GraphQL `ID` that must be a UUID.

@@ -12,6 +12,7 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     graphql_errors: IntCounterVec,
+    logins: IntCounterVec,
     pool_size: IntGauge,
     pool_available: IntGauge,
     pool_waiting: IntGauge,
@@ -45,6 +46,13 @@ impl Metrics {
             ),
             &["code"],
         )?;
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "medvault_login_attempts_total",
+                "Login attempts by outcome: success, wrong_password, throttled, error",
+            ),
+            &["outcome"],
+        )?;
         let pool_size = IntGauge::new("medvault_db_pool_connections", "Open database connections")?;
         let pool_available =
             IntGauge::new("medvault_db_pool_available", "Idle database connections")?;
@@ -55,6 +63,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(graphql_errors.clone()))?;
+        registry.register(Box::new(logins.clone()))?;
         registry.register(Box::new(pool_size.clone()))?;
         registry.register(Box::new(pool_available.clone()))?;
         registry.register(Box::new(pool_waiting.clone()))?;
@@ -63,6 +72,7 @@ impl Metrics {
             requests,
             latency,
             graphql_errors,
+            logins,
             pool_size,
             pool_available,
             pool_waiting,
@@ -80,6 +90,11 @@ impl Metrics {
     /// Counts one GraphQL error.
     pub fn observe_graphql_error(&self, code: &str) {
         self.graphql_errors.with_label_values(&[code]).inc();
+    }
+
+    /// Counts one login attempt by its outcome.
+    pub fn observe_login(&self, outcome: &str) {
+        self.logins.with_label_values(&[outcome]).inc();
     }
 
     /// Renders every metric, sampling the pool first.

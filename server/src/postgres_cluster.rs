@@ -5,6 +5,10 @@
 //! collide with), runs without fsync since it is thrown away, and is stopped and deleted when the
 //! handle is dropped. As root, PostgreSQL refuses to run, so every command goes through
 //! `runuser -u postgres`.
+//!
+//! A process that crashes or is killed never drops its handle, so each cluster directory names
+//! its owner's process id, and every start first stops and deletes the clusters whose owner is
+//! gone.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -54,9 +58,13 @@ impl ThrowawayCluster {
         if run_as_postgres && !postgres_user_exists() {
             return Err(ClusterError::NoPostgresUser);
         }
-        let root =
-            std::env::temp_dir().join(format!("medvault-pg-{}", uuid::Uuid::new_v4().simple()));
+        reap_abandoned_clusters(&bin_dir, run_as_postgres);
+        let root = std::env::temp_dir().join(format!(
+            "{CLUSTER_DIR_PREFIX}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&root)?;
+        std::fs::write(root.join(OWNER_FILE), std::process::id().to_string())?;
         let mut cluster = ThrowawayCluster {
             root,
             bin_dir,
@@ -100,6 +108,17 @@ impl ThrowawayCluster {
         )?;
         cluster.running = true;
         Ok(cluster)
+    }
+
+    /// A handle on a cluster directory left behind by another process, to stop and delete it.
+    fn abandoned(root: PathBuf, bin_dir: &Path, run_as_postgres: bool) -> Self {
+        let running = root.join("data").join("postmaster.pid").exists();
+        ThrowawayCluster {
+            root,
+            bin_dir: bin_dir.to_path_buf(),
+            run_as_postgres,
+            running,
+        }
     }
 
     /// A libpq-style connection string for `database` on this cluster.
@@ -173,6 +192,61 @@ impl Drop for ThrowawayCluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Every throwaway cluster directory is named with this prefix in the temporary directory.
+const CLUSTER_DIR_PREFIX: &str = "medvault-pg-";
+/// The file in a cluster directory holding the owning process's id.
+const OWNER_FILE: &str = "owner.pid";
+/// A directory without an owner file this old is a leftover, not one being set up.
+const UNOWNED_GRACE: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Stops and deletes the throwaway clusters whose owning process no longer runs. Best effort:
+/// a leftover that cannot be removed now is tried again at the next start.
+fn reap_abandoned_clusters(bin_dir: &Path, run_as_postgres: bool) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_cluster = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(CLUSTER_DIR_PREFIX));
+        if !is_cluster || !is_abandoned(&entry.path()) {
+            continue;
+        }
+        tracing::info!(directory = %entry.path().display(), "removing a throwaway PostgreSQL cluster left by a stopped process");
+        drop(ThrowawayCluster::abandoned(
+            entry.path(),
+            bin_dir,
+            run_as_postgres,
+        ));
+    }
+}
+
+/// Whether the cluster directory's owner is gone: its process id names no live process, or it
+/// has had no owner file for longer than setting one up takes.
+fn is_abandoned(root: &Path) -> bool {
+    match std::fs::read_to_string(root.join(OWNER_FILE)) {
+        Ok(pid) => pid
+            .trim()
+            .parse::<libc::pid_t>()
+            .is_ok_and(|pid| !process_is_alive(pid)),
+        Err(_) => std::fs::metadata(root)
+            .and_then(|metadata| metadata.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > UNOWNED_GRACE),
+    }
+}
+
+fn process_is_alive(pid: libc::pid_t) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let result = unsafe { libc::kill(pid, 0) };
+    result == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn find_bin_dir() -> Option<PathBuf> {
@@ -314,7 +388,26 @@ fn connection_string_for(url: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::connection_string_for;
+    use super::{connection_string_for, is_abandoned, OWNER_FILE};
+
+    #[test]
+    fn a_cluster_whose_owner_is_gone_is_abandoned() {
+        let root = std::env::temp_dir().join(format!("owner-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join(OWNER_FILE), std::process::id().to_string()).unwrap();
+        assert!(!is_abandoned(&root), "this process is alive");
+        let mut finished = std::process::Command::new("true").spawn().unwrap();
+        let gone = finished.id();
+        finished.wait().unwrap();
+        std::fs::write(root.join(OWNER_FILE), gone.to_string()).unwrap();
+        assert!(is_abandoned(&root), "a reaped child is gone");
+        std::fs::remove_file(root.join(OWNER_FILE)).unwrap();
+        assert!(
+            !is_abandoned(&root),
+            "a fresh directory may be being set up"
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
 
     #[test]
     fn scratch_databases_keep_the_server_and_change_the_name() {

@@ -3,7 +3,8 @@
 use crate::configuration::ServerSettings;
 use crate::error::{parse_id, ApiError};
 use crate::exports::Exports;
-use crate::graphql::{self, MedvaultSchema};
+use crate::graphql::bounds::check_request;
+use crate::graphql::{self, DocumentBounds, MedvaultSchema, RequestContext};
 use crate::metrics::Metrics;
 use crate::vault::Vault;
 use actix_web::body::MessageBody;
@@ -46,15 +47,30 @@ struct AppState {
     metrics: Metrics,
     graphiql: bool,
     max_batch_operations: usize,
+    document_bounds: DocumentBounds,
 }
 
 impl Application {
-    /// Binds the listener and builds the route table over `vault`.
-    pub fn build(settings: &ServerSettings, vault: Vault) -> Result<Self, StartupError> {
-        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
+    /// Binds the listening socket. Done first, before migrations or seeding, so that a port in
+    /// use fails at once and changes nothing.
+    pub fn bind(settings: &ServerSettings) -> Result<TcpListener, StartupError> {
+        TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
             address: settings.bind.to_string(),
             source,
-        })?;
+        })
+    }
+
+    /// Binds the listener and builds the route table over `vault`.
+    pub fn build(settings: &ServerSettings, vault: Vault) -> Result<Self, StartupError> {
+        Application::build_on(Application::bind(settings)?, settings, vault)
+    }
+
+    /// Builds the route table over `vault` on a listener from [`Application::bind`].
+    pub fn build_on(
+        listener: TcpListener,
+        settings: &ServerSettings,
+        vault: Vault,
+    ) -> Result<Self, StartupError> {
         let port = listener
             .local_addr()
             .map_err(|source| StartupError::Bind {
@@ -67,13 +83,20 @@ impl Application {
             settings.export_dir.clone(),
             settings.operator_name.clone(),
         );
+        let server_metrics = Metrics::new()?;
         let state = web::Data::new(AppState {
-            schema: graphql::build_schema(vault.clone(), exports.clone(), settings.limits),
+            schema: graphql::build_schema(
+                vault.clone(),
+                exports.clone(),
+                server_metrics.clone(),
+                settings.limits,
+            ),
             vault,
             exports,
-            metrics: Metrics::new()?,
+            metrics: server_metrics,
             graphiql: settings.graphiql,
             max_batch_operations: settings.max_batch_operations,
+            document_bounds: settings.limits.document,
         });
         let max_body_bytes = settings.max_body_bytes;
         let server = HttpServer::new(move || {
@@ -157,12 +180,57 @@ fn error_response(code: &'static str, message: String) -> Response {
     Response::from_errors(vec![error])
 }
 
+/// Whether the body is declared as JSON. Anything else (`text/plain`, forms) is refused, so
+/// that a browser cannot send a GraphQL request across origins without a CORS preflight.
+fn declares_json(request: &HttpRequest) -> bool {
+    let Some(value) = request.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/graphql-response+json")
+}
+
+/// Checks every operation of a batch against the document bounds, parsing each once (the
+/// parsed document is kept for execution).
+fn check_batch(batch: &mut BatchRequest, bounds: &DocumentBounds) -> Result<(), String> {
+    let requests: Vec<&mut async_graphql::Request> = match batch {
+        BatchRequest::Single(single) => vec![single],
+        BatchRequest::Batch(requests) => requests.iter_mut().collect(),
+    };
+    let many = requests.len() > 1;
+    for (index, request) in requests.into_iter().enumerate() {
+        if let Err(error) = check_request(request, bounds) {
+            return Err(if many {
+                format!("operation {index} of the batch: {error}")
+            } else {
+                error.to_string()
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn graphql_endpoint(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
-    let batch: BatchRequest = match serde_json::from_slice(&body) {
+    if !declares_json(&request) {
+        state.metrics.observe_graphql_error("BAD_REQUEST");
+        let response = error_response(
+            "BAD_REQUEST",
+            "send GraphQL requests as Content-Type: application/json".into(),
+        );
+        return HttpResponse::UnsupportedMediaType().json(response);
+    }
+    let mut batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(_) => {
             state.metrics.observe_graphql_error("BAD_REQUEST");
@@ -185,6 +253,10 @@ async fn graphql_endpoint(
         );
         return HttpResponse::BadRequest().json(error_response("BAD_REQUEST", message));
     }
+    if let Err(message) = check_batch(&mut batch, &state.document_bounds) {
+        state.metrics.observe_graphql_error("BAD_USER_INPUT");
+        return HttpResponse::BadRequest().json(error_response("BAD_USER_INPUT", message));
+    }
     let token = bearer_token(&request);
     let actor = match &token {
         Some(token) => match state.vault.authenticate(token).await {
@@ -199,19 +271,15 @@ async fn graphql_endpoint(
         },
         None => None,
     };
+    let context = RequestContext::new(actor, token, request.peer_addr().map(|peer| peer.ip()));
     let batch = match batch {
-        BatchRequest::Single(single) => BatchRequest::Single(graphql::attach_request_data(
-            single,
-            &state.vault,
-            actor,
-            token,
-        )),
+        BatchRequest::Single(single) => {
+            BatchRequest::Single(graphql::attach_request_data(single, &state.vault, context))
+        }
         BatchRequest::Batch(requests) => BatchRequest::Batch(
             requests
                 .into_iter()
-                .map(|single| {
-                    graphql::attach_request_data(single, &state.vault, actor, token.clone())
-                })
+                .map(|single| graphql::attach_request_data(single, &state.vault, context.clone()))
                 .collect(),
         ),
     };

@@ -55,7 +55,7 @@ async fn malformed_ids_and_cursors_are_bad_user_input() {
         json!({ "id": unknown }),
     )
     .await
-    .expect_error("NOT_FOUND");
+    .expect_error("FORBIDDEN");
     let page = "query($id: ID!, $a: String, $n: Int) { patient(id: $id) { records(first: $n, after: $a) { edges { cursor } } } }";
     for (after, first) in [
         (json!("bm90IGEgY3Vyc29y"), json!(5)),

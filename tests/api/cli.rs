@@ -54,8 +54,6 @@ fn schema_command_prints_the_committed_schema() {
 #[tokio::test]
 async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     let app = spawn_app().await;
-    let key_dir =
-        std::env::temp_dir().join(format!("medvault-cli-{}", uuid::Uuid::new_v4().simple()));
     let admin_create = || {
         medvault()
             .args([
@@ -67,7 +65,7 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
                 "root-admin",
             ])
             .env("DATABASE_URL", &app.database_url)
-            .env("MEDVAULT_MASTER_KEY_FILE", key_dir.join("master.key"))
+            .env("MEDVAULT_MASTER_KEY", &app.master_key_hex)
             .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
             .output()
             .expect("run medvault admin create")
@@ -92,5 +90,4 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     let again = admin_create();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("username is taken"));
-    let _ = std::fs::remove_dir_all(key_dir);
 }

@@ -3,13 +3,12 @@
 //! With `DATABASE_URL` unset, one throwaway PostgreSQL cluster serves the whole test binary
 //! (started on first use, stopped at exit); each test gets its own database in it.
 
-use medvault_server::configuration::ServerSettings;
-use medvault_server::crypto::MasterKey;
+use medvault_server::configuration::{MasterKeySource, ServerSettings};
 use medvault_server::database;
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
-use medvault_server::vault::{NewStaffUser, Vault};
+use medvault_server::vault::{LoginThrottle, NewStaffUser, Vault};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -28,15 +27,14 @@ pub struct TestApp {
 }
 
 /// Everything a server can be configured with in tests.
+#[derive(Default)]
 pub struct AppOptions {
     pub introspection: bool,
+    pub login_throttle: LoginThrottle,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(AppOptions {
-        introspection: false,
-    })
-    .await
+    spawn_app_with(AppOptions::default()).await
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
@@ -52,10 +50,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         Uuid::new_v4().as_u128(),
         Uuid::new_v4().as_u128()
     );
-    let master = MasterKey::from_hex(&master_key_hex).expect("master key");
     let export_dir =
         std::env::temp_dir().join(format!("medvault-exports-{}", Uuid::new_v4().simple()));
-    let vault = Vault::new(pool, master, chrono::Duration::hours(1));
+    let vault = Vault::open(
+        pool,
+        &MasterKeySource::Hex(master_key_hex.clone()),
+        chrono::Duration::hours(1),
+    )
+    .await
+    .expect("open the vault")
+    .with_login_throttle(options.login_throttle);
     let settings = ServerSettings {
         bind: "127.0.0.1:0".parse().expect("address"),
         limits: QueryLimits::new(options.introspection),

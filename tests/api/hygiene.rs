@@ -58,6 +58,7 @@ async fn introspection_and_graphiql_are_off_unless_configured() {
 
     let open = spawn_app_with(AppOptions {
         introspection: true,
+        ..AppOptions::default()
     })
     .await;
     let answer = open.graphql(None, introspect, json!({})).await;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the GraphQL server over HTTP against a real PostgreSQL.
 
+mod abuse;
 mod anchoring;
 mod authorization;
 mod bad_input;
@@ -9,4 +10,5 @@ mod encryption_at_rest;
 mod exports;
 mod helpers;
 mod hygiene;
+mod startup;
 mod use_cases;

@@ -1,6 +1,7 @@
 //! The GraphQL schema: built by one function, exported as SDL to `schema.graphql`, and mounted by
 //! the HTTP application. Only this module and `startup` know GraphQL exists.
 
+pub mod bounds;
 mod exports;
 mod loaders;
 mod mutation;
@@ -10,14 +11,19 @@ mod types;
 use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::exports::Exports;
+use crate::metrics::Metrics;
 use crate::vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, OutputType, SDLExportOptions, Schema};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use uuid::Uuid;
 
+pub use bounds::DocumentBounds;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
@@ -31,8 +37,11 @@ pub struct QueryLimits {
     pub max_depth: usize,
     /// Highest total complexity accepted; connections count `first` times their children.
     pub max_complexity: usize,
-    /// Whether introspection queries are answered.
+    /// Whether introspection queries are answered; field suggestions ("Did you mean …") are
+    /// given only with it, since they reveal the schema too.
     pub introspection: bool,
+    /// Size bounds checked before parsing and validation.
+    pub document: DocumentBounds,
 }
 
 impl QueryLimits {
@@ -45,6 +54,7 @@ impl QueryLimits {
             max_depth,
             max_complexity: 5_000,
             introspection,
+            document: DocumentBounds::default(),
         }
     }
 }
@@ -55,11 +65,17 @@ impl Default for QueryLimits {
     }
 }
 
-/// Builds the schema over `vault` and its export jobs.
-pub fn build_schema(vault: Vault, exports: Exports, limits: QueryLimits) -> MedvaultSchema {
+/// Builds the schema over `vault` and its export jobs, counting logins in `metrics`.
+pub fn build_schema(
+    vault: Vault,
+    exports: Exports,
+    metrics: Metrics,
+    limits: QueryLimits,
+) -> MedvaultSchema {
     let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(vault)
         .data(exports)
+        .data(metrics)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
@@ -67,7 +83,10 @@ pub fn build_schema(vault: Vault, exports: Exports, limits: QueryLimits) -> Medv
     if limits.introspection {
         builder.finish()
     } else {
-        builder.disable_introspection().finish()
+        builder
+            .disable_introspection()
+            .disable_suggestions()
+            .finish()
     }
 }
 
@@ -78,27 +97,47 @@ pub fn sdl() -> String {
         .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_enum_items())
 }
 
-/// What the HTTP layer attaches to each request before executing it.
+/// What the HTTP layer attaches to each request before executing it. Every operation of one
+/// HTTP request (a batch) shares it.
+#[derive(Clone)]
 pub struct RequestContext {
     /// The caller, if a live bearer token was sent.
     pub actor: Option<Actor>,
     /// The bearer token as sent, for `logout`.
     pub token: Option<String>,
+    /// The client's address, for counting failed logins.
+    pub client_address: Option<IpAddr>,
+    /// Set by the first `login` of the HTTP request: aliases and batches cannot multiply
+    /// password guesses.
+    pub login_attempted: Arc<AtomicBool>,
+}
+
+impl RequestContext {
+    /// The context of one HTTP request from `client_address`.
+    pub fn new(
+        actor: Option<Actor>,
+        token: Option<String>,
+        client_address: Option<IpAddr>,
+    ) -> Self {
+        RequestContext {
+            actor,
+            token,
+            client_address,
+            login_attempted: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// Adds the per-request data (caller, user loader) to a request.
 pub fn attach_request_data(
     request: async_graphql::Request,
     vault: &Vault,
-    actor: Option<Actor>,
-    token: Option<String>,
+    context: RequestContext,
 ) -> async_graphql::Request {
-    request
-        .data(RequestContext { actor, token })
-        .data(DataLoader::new(
-            loaders::UserLoader(vault.clone()),
-            tokio::spawn,
-        ))
+    request.data(context).data(DataLoader::new(
+        loaders::UserLoader(vault.clone()),
+        tokio::spawn,
+    ))
 }
 
 /// The caller, or UNAUTHENTICATED.

@@ -8,9 +8,13 @@ use crate::domain::{
 };
 use crate::error::{parse_id, ApiError};
 use crate::exports::Exports;
-use crate::vault::{require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH};
+use crate::metrics::Metrics;
+use crate::vault::{
+    may_without_grants, require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH,
+};
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
 
 /// The root of every write.
 pub struct MutationRoot;
@@ -63,9 +67,23 @@ impl MutationRoot {
         #[graphql(validator(max_length = 64))] username: String,
         #[graphql(validator(max_length = 1024))] password: String,
     ) -> Result<Session> {
-        Ok(Session(
-            ctx.data::<Vault>()?.login(&username, &password).await?,
-        ))
+        let request = ctx.data::<RequestContext>()?;
+        if request.login_attempted.swap(true, Ordering::SeqCst) {
+            return Err(ApiError::BadUserInput("one login per request".into()).into());
+        }
+        let outcome = ctx
+            .data::<Vault>()?
+            .login(&username, &password, request.client_address)
+            .await;
+        if let Some(metrics) = ctx.data_opt::<Metrics>() {
+            metrics.observe_login(match &outcome {
+                Ok(_) => "success",
+                Err(ApiError::Unauthenticated(_)) => "wrong_password",
+                Err(ApiError::TooManyRequests { .. }) => "throttled",
+                Err(_) => "error",
+            });
+        }
+        Ok(Session(outcome?))
     }
 
     /// Revokes the session whose token this request carries.
@@ -84,9 +102,17 @@ impl MutationRoot {
         input: CreatePatientInput,
     ) -> Result<Patient> {
         let vault = ctx.data::<Vault>()?;
+        let caller = actor(ctx)?;
+        let result = ctx.look_ahead();
+        let unreadable = PERMIT_GATED_PATIENT_FIELDS.iter().any(|(name, action)| {
+            result.field(name).exists() && !may_without_grants(&caller, *action)
+        });
+        if unreadable {
+            return Err(ApiError::Forbidden.into());
+        }
         let profile = vault
             .create_patient(
-                &actor(ctx)?,
+                &caller,
                 &input.username,
                 &input.password,
                 input.personal,
@@ -280,6 +306,7 @@ impl MutationRoot {
         );
         let (vault, permit) =
             permit(ctx, patient, AuditedAction::UpdateRecord, Some(record_id)).await?;
+        refuse_unreadable_record_result(ctx, patient).await?;
         Ok(MedicalRecord(
             vault
                 .update_record(&permit, record_id, expected_version, record)
@@ -339,6 +366,35 @@ async fn create_staff(
     ))
 }
 
+/// The fields of a `Patient` that ask for a permit of their own when resolved.
+const PERMIT_GATED_PATIENT_FIELDS: [(&str, AuditedAction); 4] = [
+    ("records", AuditedAction::ReadRecords),
+    ("history", AuditedAction::ReadHistory),
+    ("profileHistory", AuditedAction::ReadHistory),
+    ("accessLog", AuditedAction::ReadAccessLog),
+];
+
+/// Refuses, before anything is written, a record mutation whose selection reaches patient data
+/// the caller may not read (a doctor with a write-only grant asking for `patient { … }`), so
+/// that no mutation answers FORBIDDEN after it committed.
+async fn refuse_unreadable_record_result(ctx: &Context<'_>, patient: uuid::Uuid) -> Result<()> {
+    let patient_field = ctx.look_ahead().field("patient");
+    if !patient_field.exists() {
+        return Ok(());
+    }
+    let vault = ctx.data::<Vault>()?;
+    let caller = actor(ctx)?;
+    vault
+        .check_permission(&caller, patient, AuditedAction::ReadProfile)
+        .await?;
+    for (name, action) in PERMIT_GATED_PATIENT_FIELDS {
+        if patient_field.field(name).exists() {
+            vault.check_permission(&caller, patient, action).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn add_records(
     ctx: &Context<'_>,
     patient_id: ID,
@@ -352,6 +408,7 @@ async fn add_records(
     }
     let patient = parse_id(&patient_id, "patientId")?;
     let (vault, permit) = permit(ctx, patient, AuditedAction::AddRecord, None).await?;
+    refuse_unreadable_record_result(ctx, patient).await?;
     let added = vault.add_records(&permit, records).await?;
     Ok(added.into_iter().map(MedicalRecord).collect())
 }

@@ -3,6 +3,8 @@
 
 mod access_log;
 mod grants;
+mod key_check;
+mod login_throttle;
 mod patients;
 mod policy;
 mod records;
@@ -12,8 +14,10 @@ mod users;
 
 pub use access_log::AccessLogEntry;
 pub use grants::Grant;
+pub use key_check::OpenVaultError;
+pub use login_throttle::LoginThrottle;
 pub use patients::{PatientSummary, ProfileVersion};
-pub use policy::{require_role, AuditedAction, PatientListing, Permit};
+pub use policy::{may_without_grants, require_role, AuditedAction, PatientListing, Permit};
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
 pub use sessions::Session;
@@ -29,6 +33,7 @@ pub struct Vault {
     pool: Pool,
     master: Arc<MasterKey>,
     session_ttl: chrono::Duration,
+    throttle: LoginThrottle,
 }
 
 impl Vault {
@@ -38,7 +43,13 @@ impl Vault {
             pool,
             master: Arc::new(master),
             session_ttl,
+            throttle: LoginThrottle::default(),
         }
+    }
+
+    /// The same vault with other limits on failed logins.
+    pub fn with_login_throttle(self, throttle: LoginThrottle) -> Self {
+        Vault { throttle, ..self }
     }
 
     /// The master key, for the keys an export is signed and pseudonymized with.

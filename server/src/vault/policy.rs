@@ -141,6 +141,12 @@ pub enum PatientListing {
     GrantedTo(Uuid),
 }
 
+/// Whether `actor` may perform `action` on another user's data that no grant covers: what an
+/// admin may be shown of a patient they are creating, who holds no grants yet.
+pub fn may_without_grants(actor: &Actor, action: AuditedAction) -> bool {
+    decide(actor, Uuid::nil(), action, 0).is_ok()
+}
+
 /// The decision of Algorithm 1 for one request, before any database effect.
 fn decide(
     actor: &Actor,
@@ -179,6 +185,46 @@ impl Vault {
         action: AuditedAction,
         record: Option<Uuid>,
     ) -> ApiResult<Permit> {
+        let (wrapped_key, decision) = self.decision(actor, patient, action).await?;
+        self.log_access(actor, Some(patient), action, record, decision)
+            .await?;
+        match (decision, wrapped_key) {
+            (Ok(()), Some(wrapped_key)) => Ok(Permit {
+                actor: *actor,
+                patient,
+                action,
+                data_key: self.master.unwrap_patient_key(patient, &wrapped_key)?,
+            }),
+            _ => Err(ApiError::Forbidden),
+        }
+    }
+
+    /// Whether `actor` would get a permit for `action` on `patient`, without opening
+    /// anything: how a mutation refuses, before it writes, a result its caller could not be
+    /// shown. A refusal is logged as any other; an allowance is not, since the field that uses
+    /// it asks for its own permit, which is logged.
+    pub async fn check_permission(
+        &self,
+        actor: &Actor,
+        patient: Uuid,
+        action: AuditedAction,
+    ) -> ApiResult<()> {
+        let (_, decision) = self.decision(actor, patient, action).await?;
+        if decision.is_err() {
+            self.log_access(actor, Some(patient), action, None, decision)
+                .await?;
+            return Err(ApiError::Forbidden);
+        }
+        Ok(())
+    }
+
+    /// The patient's wrapped data key and Algorithm 1's decision for `action`.
+    async fn decision(
+        &self,
+        actor: &Actor,
+        patient: Uuid,
+        action: AuditedAction,
+    ) -> ApiResult<(Option<Vec<u8>>, Result<(), &'static str>)> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -202,18 +248,7 @@ impl Vault {
             Some(_) => decide(actor, patient, action, granted_mask),
             None => Err("no such patient"),
         };
-        drop(client);
-        self.log_access(actor, Some(patient), action, record, decision)
-            .await?;
-        match (decision, wrapped_key) {
-            (Ok(()), Some(wrapped_key)) => Ok(Permit {
-                actor: *actor,
-                patient,
-                action,
-                data_key: self.master.unwrap_patient_key(patient, &wrapped_key)?,
-            }),
-            _ => Err(ApiError::Forbidden),
-        }
+        Ok((wrapped_key, decision))
     }
 
     /// Logs a refusal found after a permit was given (the record named belongs to another

@@ -354,7 +354,9 @@ impl Vault {
             )
             .await?;
         match row {
-            None => Err(ApiError::NotFound("record")),
+            None => Err(self
+                .refuse(permit, Some(sealed.record), "no such record")
+                .await),
             Some(row) if row.get::<_, Uuid>(0) != permit.patient() => Err(self
                 .refuse(
                     permit,
@@ -370,7 +372,9 @@ impl Vault {
         }
     }
 
-    /// The patient a record belongs to, so the caller can ask for a permit.
+    /// The patient a record belongs to, so the caller can ask for a permit. An unknown id is
+    /// FORBIDDEN, as another patient's record is, so that the answer does not tell which ids
+    /// exist.
     pub async fn record_patient(&self, record: Uuid) -> ApiResult<Uuid> {
         let client = self.pool.get().await?;
         client
@@ -382,7 +386,7 @@ impl Vault {
             )
             .await?
             .map(|row| row.get(0))
-            .ok_or(ApiError::NotFound("record"))
+            .ok_or(ApiError::Forbidden)
     }
 
     /// One record's current version.

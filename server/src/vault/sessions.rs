@@ -5,6 +5,7 @@ use crate::auth::{self, Actor};
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult};
 use chrono::{DateTime, Utc};
+use std::net::IpAddr;
 use uuid::Uuid;
 
 /// A new session: the bearer token is shown once and stored only as a digest.
@@ -19,8 +20,16 @@ pub struct Session {
 
 impl Vault {
     /// Checks a username and password and opens a session. Unknown users and wrong passwords
-    /// get the same answer after the same work.
-    pub async fn login(&self, username: &str, password: &str) -> ApiResult<Session> {
+    /// get the same answer after the same work; every attempt is first charged to the
+    /// account's and the client address's failure counters, and refused unchecked while either
+    /// is locked.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client_address: Option<IpAddr>,
+    ) -> ApiResult<Session> {
+        let attempt = self.charge_login_attempt(username, client_address).await?;
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -43,6 +52,7 @@ impl Vault {
             (Some(user_id), true) => user_id,
             _ => return Err(ApiError::Unauthenticated("wrong username or password")),
         };
+        self.settle_successful_login(attempt).await?;
         let (token, digest) = auth::new_session_token();
         let expires_at = Utc::now() + self.session_ttl;
         client

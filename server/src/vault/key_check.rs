@@ -1,0 +1,123 @@
+//! Opening the vault: the master key is checked against the database before anything is served.
+//!
+//! A mistyped key path used to make a fresh key silently: the server said it was ready, every
+//! existing patient failed to decrypt, and patients created meanwhile were sealed under a key
+//! nobody would use again. Now the first start writes the key's check value
+//! ([`MasterKey::check_value`]) and every later start compares against it; a missing key file is
+//! created only for a database that holds nothing sealed.
+
+use super::Vault;
+use crate::configuration::MasterKeySource;
+use crate::crypto::{KeyFileError, MasterKey};
+use deadpool_postgres::Pool;
+
+/// The vault cannot be opened with the key it was given.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenVaultError {
+    /// The key could not be read or created.
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    /// The key file does not exist, but the database holds data sealed under some key.
+    #[error(
+        "{source_name} does not exist, but the database already holds data sealed under a master \
+         key: point --master-key-file (MEDVAULT_MASTER_KEY_FILE) at that key; a new key would \
+         make everything stored unreadable"
+    )]
+    MissingKey {
+        /// The key file asked for.
+        source_name: String,
+    },
+    /// The key is not the one the database was sealed with.
+    #[error(
+        "{source_name} is not the master key this database was sealed with; refusing to start \
+         (check --master-key-file / MEDVAULT_MASTER_KEY_FILE)"
+    )]
+    WrongKey {
+        /// The key file or variable used.
+        source_name: String,
+    },
+    /// The database could not be read.
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No connection could be had.
+    #[error("database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl Vault {
+    /// Opens the vault over a migrated database with the master key from `source`, checked
+    /// against the database's key check value (written here on the first start).
+    pub async fn open(
+        pool: Pool,
+        source: &MasterKeySource,
+        session_ttl: chrono::Duration,
+    ) -> Result<Vault, OpenVaultError> {
+        let client = pool.get().await?;
+        let stored: Option<Vec<u8>> = client
+            .query_opt("SELECT check_value FROM master_key_check", &[])
+            .await?
+            .map(|row| row.get(0));
+        let sealed_rows: i64 = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM patient_keys LIMIT 1) AS patients)
+                      + (SELECT count(*) FROM (SELECT 1 FROM export_jobs LIMIT 1) AS exports)",
+                &[],
+            )
+            .await?
+            .get(0);
+        let holds_sealed_data = stored.is_some() || sealed_rows > 0;
+        let source_name = source.describe();
+        let master = match (source.read()?, source) {
+            (Some(master), _) => master,
+            (None, MasterKeySource::File(path)) if !holds_sealed_data => MasterKey::create(path)?,
+            (None, _) => return Err(OpenVaultError::MissingKey { source_name }),
+        };
+        match stored {
+            Some(stored) if stored == master.check_value() => {}
+            Some(_) => return Err(OpenVaultError::WrongKey { source_name }),
+            None => {
+                if !opens_a_patient_key(&client, &master).await? {
+                    return Err(OpenVaultError::WrongKey { source_name });
+                }
+                let written = client
+                    .execute(
+                        "INSERT INTO master_key_check (check_value) VALUES ($1)
+                         ON CONFLICT (singleton) DO NOTHING",
+                        &[&master.check_value().as_slice()],
+                    )
+                    .await?;
+                if written == 0 {
+                    // Another server wrote its key's value first: it must be ours too.
+                    let winner: Vec<u8> = client
+                        .query_one("SELECT check_value FROM master_key_check", &[])
+                        .await?
+                        .get(0);
+                    if winner != master.check_value() {
+                        return Err(OpenVaultError::WrongKey { source_name });
+                    }
+                }
+            }
+        }
+        drop(client);
+        Ok(Vault::new(pool, master, session_ttl))
+    }
+}
+
+/// Whether `master` unwraps a stored patient key, or there is none: how a database from before
+/// key check values is verified once, before its value is written.
+async fn opens_a_patient_key(
+    client: &deadpool_postgres::Client,
+    master: &MasterKey,
+) -> Result<bool, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT patient_id, wrapped_key FROM patient_keys LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.is_none_or(|row| {
+        let wrapped: Vec<u8> = row.get(1);
+        master.unwrap_patient_key(row.get(0), &wrapped).is_ok()
+    }))
+}

@@ -1,0 +1,221 @@
+//! What `medvault serve` checks before it serves: the port, the master key against the
+//! database, and the throwaway clusters of processes that died.
+
+use crate::helpers::spawn_app;
+use medvault_server::configuration::MasterKeySource;
+use medvault_server::database;
+use medvault_server::postgres_cluster::{ScratchServer, ThrowawayCluster};
+use medvault_server::vault::{OpenVaultError, Vault};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "medvault-{label}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    dir
+}
+
+fn write_key_file(path: &Path, hex: &str) {
+    std::fs::write(path, hex).expect("key file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// Runs `medvault serve` on a free port against `database_url` with the key file `key`, for a
+/// start that is expected to fail.
+fn serve_expecting_failure(database_url: &str, key: &Path, bind: &str) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_medvault"))
+        .args(["serve", "--bind", bind])
+        .env("DATABASE_URL", database_url)
+        .env("MEDVAULT_MASTER_KEY_FILE", key)
+        .env_remove("MEDVAULT_MASTER_KEY")
+        .output()
+        .expect("run medvault serve");
+    assert!(
+        !output.status.success(),
+        "serve started: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+const OTHER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[tokio::test]
+async fn a_wrong_master_key_refuses_to_start_and_names_the_file() {
+    let app = spawn_app().await;
+    app.care_team().await;
+    let dir = scratch_dir("wrong-key");
+    let key = dir.join("master.key");
+    write_key_file(&key, OTHER_KEY);
+    let output = serve_expecting_failure(&app.database_url, &key, "127.0.0.1:0");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&key.display().to_string()) && stderr.contains("is not the master key"),
+        "{stderr}"
+    );
+
+    let opened = Vault::open(
+        app.vault.pool().clone(),
+        &MasterKeySource::Hex(OTHER_KEY.into()),
+        chrono::Duration::hours(1),
+    )
+    .await;
+    assert!(matches!(opened, Err(OpenVaultError::WrongKey { .. })));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_missing_key_file_for_a_database_in_use_is_an_error_not_a_new_key() {
+    let app = spawn_app().await;
+    app.care_team().await;
+    let dir = scratch_dir("missing-key");
+    let key = dir.join("mistyped.key");
+    let output = serve_expecting_failure(&app.database_url, &key, "127.0.0.1:0");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&key.display().to_string()) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "no new key was made");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_database_from_before_key_checks_is_verified_against_its_patients() {
+    let app = spawn_app().await;
+    app.care_team().await;
+    app.sql("DELETE FROM master_key_check").await;
+    let open = |hex: &str| {
+        let source = MasterKeySource::Hex(hex.into());
+        let pool = app.vault.pool().clone();
+        async move { Vault::open(pool, &source, chrono::Duration::hours(1)).await }
+    };
+    assert!(matches!(
+        open(OTHER_KEY).await,
+        Err(OpenVaultError::WrongKey { .. })
+    ));
+    assert!(app.sql("SELECT 1 FROM master_key_check").await.is_empty());
+    open(&app.master_key_hex)
+        .await
+        .expect("the right key opens");
+    assert_eq!(app.sql("SELECT 1 FROM master_key_check").await.len(), 1);
+}
+
+#[tokio::test]
+async fn the_port_is_bound_before_the_database_is_migrated() {
+    let server = ScratchServer::get().expect("a PostgreSQL server");
+    let database_url = server.create_database().await.expect("database");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let bind = taken.local_addr().expect("address").to_string();
+    let dir = scratch_dir("port");
+    let output = serve_expecting_failure(&database_url, &dir.join("master.key"), &bind);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot listen"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pool = database::connect_pool(&database_url, 1).expect("pool");
+    let tables: i64 = pool
+        .get()
+        .await
+        .expect("connection")
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .expect("count tables")
+        .get(0);
+    assert_eq!(tables, 0, "nothing was migrated");
+    assert!(!dir.join("master.key").exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether `pid` has exited: gone, or a zombie its new parent has not reaped yet.
+fn process_has_exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The throwaway cluster directories whose owner file names `pid`.
+fn clusters_owned_by(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(std::env::temp_dir())
+        .expect("temporary directory")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("medvault-pg-"))
+                && std::fs::read_to_string(path.join("owner.pid"))
+                    .is_ok_and(|owner| owner.trim() == pid.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_server_leaves_no_throwaway_cluster_behind_its_next_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = scratch_dir("killed");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_medvault"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .env_remove("DATABASE_URL")
+        .env("MEDVAULT_MASTER_KEY_FILE", dir.join("master.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start medvault serve");
+    let health = format!("http://127.0.0.1:{port}/health");
+    let mut up = false;
+    for _ in 0..600 {
+        if reqwest::get(&health).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "medvault serve did not come up");
+    let left = clusters_owned_by(server.id());
+    assert_eq!(left.len(), 1, "one throwaway cluster for the server");
+    let postmaster_pid = std::fs::read_to_string(left[0].join("data/postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|line| line.trim().parse::<i32>().ok())
+        .expect("postmaster pid");
+    server.kill().expect("kill");
+    server.wait().expect("reap");
+    assert!(
+        left[0].exists(),
+        "a killed server cannot clean up after itself"
+    );
+
+    let next = tokio::task::spawn_blocking(ThrowawayCluster::start)
+        .await
+        .expect("join")
+        .expect("the next cluster starts");
+    assert!(!left[0].exists(), "the next start removed the leftover");
+    let mut stopped = false;
+    for _ in 0..100 {
+        if process_has_exited(postmaster_pid) {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "the leftover's postmaster was stopped");
+    drop(next);
+    let _ = std::fs::remove_dir_all(dir);
+}
