@@ -13,7 +13,7 @@ mod users;
 pub use access_log::AccessLogEntry;
 pub use grants::Grant;
 pub use patients::{PatientSummary, ProfileVersion};
-pub use policy::{require_role, AuditedAction, PatientListing, Permit};
+pub use policy::{require_role, AuditedAction, HospitalCeiling, PatientListing, Permit};
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
 pub use sessions::Session;
