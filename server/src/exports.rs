@@ -243,7 +243,12 @@ impl Exports {
                  ON CONFLICT (organization_id, role) DO UPDATE
                    SET ceiling = EXCLUDED.ceiling, set_by = EXCLUDED.set_by, set_at = now()
                  RETURNING set_by, set_at",
-                &[&admin.organization_id, &role.as_str(), &json, &admin.user_id],
+                &[
+                    &admin.organization_id,
+                    &role.as_str(),
+                    &json,
+                    &admin.user_id,
+                ],
             )
             .await?;
         Ok(StoredCeiling {
@@ -623,7 +628,14 @@ impl Exports {
                         anchor_outbox_id = $4, progress_done = $5, progress_total = $5,
                         hospitals = $6, finished_at = now()
                  WHERE id = $1",
-                &[&id, &json, &digest.as_slice(), &outbox_id, &work, &hospitals],
+                &[
+                    &id,
+                    &json,
+                    &digest.as_slice(),
+                    &outbox_id,
+                    &work,
+                    &hospitals,
+                ],
             )
             .await?;
         transaction.commit().await?;

@@ -897,7 +897,11 @@ async fn each_hospitals_patients_are_exported_under_its_own_ceiling() {
         "St. Mary's and Riverside's consenting patients; Lakeside set no ceiling"
     );
     let hospitals = app
-        .graphql(Some(&st_marys.researcher), JOB_HOSPITALS, json!({ "id": id }))
+        .graphql(
+            Some(&st_marys.researcher),
+            JOB_HOSPITALS,
+            json!({ "id": id }),
+        )
         .await;
     assert_eq!(
         hospitals.data()["exportJob"]["hospitals"],
