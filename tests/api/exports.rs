@@ -975,3 +975,74 @@ async fn a_policy_above_one_hospitals_ceiling_is_refused_naming_it() {
     assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
     assert_eq!(job["manifest"]["personsIn"], 10);
 }
+
+/// V4 on a deployment that had one ceiling per role: each becomes the ceiling of the hospital
+/// of the admin who set it, no other hospital's, and a ceiling whose setter is in no hospital
+/// is dropped. Run on the migrations up to V2 in a schema of its own.
+#[tokio::test]
+async fn v4_gives_a_deployment_wide_ceiling_to_its_setters_hospital_only() {
+    let app = spawn_app().await;
+    let (client, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let migration = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("server/migrations")
+                .join(name),
+        )
+        .expect("migration file")
+    };
+    client
+        .batch_execute("CREATE SCHEMA before_v4; SET search_path TO before_v4")
+        .await
+        .expect("schema");
+    for name in ["V1__vault.sql", "V2__research_exports.sql"] {
+        client
+            .batch_execute(&migration(name))
+            .await
+            .expect("old migration");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO organizations (id, name, kind) VALUES
+               ('00000000-0000-0000-0000-00000000000a', 'St. Mary''s', 'hospital'),
+               ('00000000-0000-0000-0000-00000000000b', 'Riverside', 'hospital'),
+               ('00000000-0000-0000-0000-00000000000c', 'Cohort Institute', 'research');
+             INSERT INTO users (id, organization_id, username, role, password_hash) VALUES
+               ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a',
+                'admin-a', 'admin', 'x'),
+               ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-00000000000c',
+                'researcher-r', 'researcher', 'x');
+             INSERT INTO export_ceilings (role, ceiling, set_by) VALUES
+               ('researcher', '{\"min_k\": 5}', '00000000-0000-0000-0000-0000000000a1'),
+               ('insurer', '{\"min_k\": 7}', '00000000-0000-0000-0000-0000000000c1');",
+        )
+        .await
+        .expect("a deployment-wide ceiling");
+    client
+        .batch_execute(&migration("V4__hospital_export_ceilings.sql"))
+        .await
+        .expect("V4");
+    let kept: Vec<(String, String)> = client
+        .query(
+            "SELECT o.name, c.role FROM export_ceilings c
+             JOIN organizations o ON o.id = c.organization_id ORDER BY o.name, c.role",
+            &[],
+        )
+        .await
+        .expect("ceilings")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(kept, [("St. Mary's".to_owned(), "researcher".to_owned())]);
+    client
+        .batch_execute(
+            "INSERT INTO export_ceilings (organization_id, role, ceiling, set_by) VALUES
+               ('00000000-0000-0000-0000-00000000000b', 'researcher', '{}',
+                '00000000-0000-0000-0000-0000000000a1')",
+        )
+        .await
+        .expect("another hospital sets its own researcher ceiling beside St. Mary's");
+}
