@@ -608,6 +608,89 @@ mod tests {
         }
     }
 
+    fn hospital(name: &str, min_k: Option<usize>) -> HospitalCeiling {
+        HospitalCeiling {
+            hospital: Uuid::new_v4(),
+            hospital_name: name.to_owned(),
+            ceiling: min_k.map(|min_k| ExportCeiling {
+                min_k,
+                ..ExportCeiling::default()
+            }),
+        }
+    }
+
+    fn policy_with_k(k: usize) -> ExportPolicy {
+        ExportPolicy {
+            dataset: medvault_exporter::Dataset::Observations,
+            columns: Vec::new(),
+            birth: medvault_exporter::policy::BirthGeneralization::AgeBand { width: 10 },
+            zip: medvault_exporter::policy::ZipGeneralization::Remove,
+            include_sex: true,
+            dates: medvault_exporter::policy::DateGeneralization::Year,
+            sensitive: None,
+            k,
+            l: None,
+            max_suppression: 0.05,
+            pseudonym_scope: medvault_exporter::policy::PseudonymScope::PerExport,
+        }
+    }
+
+    fn refusal(result: ApiResult<Vec<HospitalCeiling>>) -> String {
+        match result {
+            Err(ApiError::BadUserInput(message)) => message,
+            other => panic!("expected BAD_USER_INPUT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_policy_above_one_hospitals_ceiling_is_refused_naming_only_that_hospital() {
+        let researcher = actor(Role::Researcher);
+        let hospitals = vec![
+            hospital("Riverside", Some(10)),
+            hospital("St. Mary's", Some(5)),
+        ];
+        let message = refusal(admit_export(
+            &researcher,
+            &policy_with_k(5),
+            hospitals.clone(),
+        ));
+        assert!(
+            message.contains("Riverside set for the researcher role"),
+            "{message}"
+        );
+        assert!(
+            message.contains("k = 5 is below the ceiling's minimum of 10"),
+            "{message}"
+        );
+        assert!(!message.contains("St. Mary's"), "{message}");
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(10), hospitals.clone()).ok(),
+            Some(hospitals)
+        );
+    }
+
+    #[test]
+    fn a_hospital_without_a_ceiling_is_left_out_unless_no_hospital_has_one() {
+        let researcher = actor(Role::Researcher);
+        let some = vec![hospital("Lakeside", None), hospital("St. Mary's", Some(5))];
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(5), some.clone()).ok(),
+            Some(some)
+        );
+        let message = refusal(admit_export(
+            &researcher,
+            &policy_with_k(5),
+            vec![hospital("Lakeside", None)],
+        ));
+        assert!(message.contains("no export ceiling"), "{message}");
+        assert!(message.contains("Lakeside"), "{message}");
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(5), Vec::new()).ok(),
+            Some(Vec::new()),
+            "no consent at all is an empty export, as before"
+        );
+    }
+
     #[test]
     fn doctors_never_edit_personal_details_or_read_access_logs() {
         for action in [
