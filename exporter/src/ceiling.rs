@@ -1,7 +1,8 @@
 //! Export ceilings: what an administrator lets one recipient role (insurer, researcher,
 //! government) ask for. A policy is checked against its requester's ceiling before any data is
 //! touched, so that a recipient cannot raise the detail or lower the anonymity it receives by
-//! writing its own policy.
+//! writing its own policy. The server keeps one ceiling per hospital and role, each bounding
+//! that hospital's patients only; this crate checks one ceiling at a time.
 
 use crate::error::ExportError;
 use crate::policy::{Dataset, DateDetail, ExportPolicy, PseudonymScope, ZipGeneralization};

@@ -1,8 +1,8 @@
 //! The synthetic data set `medvault demo` serves: hospitals, staff, patients with grants,
 //! records with real LOINC, ICD-10 and SNOMED CT codes and plausible values, and a research
-//! institute most patients consented to, with a ceiling for researchers' exports. Everything goes
-//! through the vault, so it is encrypted, versioned and authorized like real traffic. Seeded, so
-//! every run builds the same people and values (ids and keys stay random).
+//! institute most patients consented to, with each hospital's ceiling for researchers' exports.
+//! Everything goes through the vault, so it is encrypted, versioned and authorized like real
+//! traffic. Seeded, so every run builds the same people and values (ids and keys stay random).
 
 use crate::auth::Actor;
 use crate::domain::{
@@ -384,9 +384,12 @@ pub async fn seed(
                     Some(admin.user_id),
                 )
                 .await?;
-            exports
-                .set_ceiling(admin, Role::Researcher, ExportCeiling::default())
-                .await?;
+            // Each hospital governs its own patients' exports, so each admin sets a ceiling.
+            for hospital_admin in &admins {
+                exports
+                    .set_ceiling(hospital_admin, Role::Researcher, ExportCeiling::default())
+                    .await?;
+            }
             Some(institute.id)
         }
         None => None,

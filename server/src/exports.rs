@@ -1,7 +1,11 @@
 //! Anonymized export jobs (MISSION.md decision 7): an insurer, researcher or agency asks for an
-//! export under a policy within their role's ceiling; a background job reads a snapshot of the
-//! consenting patients' data, has the exporter anonymize and write it, and queues the manifest's
-//! hash for the anchor chain; the recipient follows the job's progress and downloads the files.
+//! export under a policy within the ceiling each consenting patient's hospital set for their
+//! role; a background job reads a snapshot of the consenting patients' data, has the exporter
+//! anonymize and write it, and queues the manifest's hash for the anchor chain; the recipient
+//! follows the job's progress and downloads the files.
+//!
+//! A ceiling belongs to the hospital whose admin set it and bounds exports of that hospital's
+//! patients only, so that no hospital sets another's rules.
 //!
 //! Files live under the server's export directory, one directory per job; the job row in
 //! PostgreSQL holds the policy, the progress and the manifest (counts and hashes, no health data).
@@ -10,7 +14,7 @@ use crate::anchoring::outbox_kind;
 use crate::auth::Actor;
 use crate::domain::Role;
 use crate::error::{ApiError, ApiResult};
-use crate::vault::{Page, PageRequest, ResearchSnapshot, Vault};
+use crate::vault::{HospitalCeiling, Page, PageRequest, ResearchSnapshot, Vault};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use medvault_exporter::manifest::{manifest_hash, MANIFEST_FILE};
@@ -93,6 +97,9 @@ pub struct ExportJob {
     pub manifest_sha3: Option<Vec<u8>>,
     /// The chain height the manifest hash was anchored at, once it is.
     pub anchored_height: Option<i64>,
+    /// The hospitals the export drew on, each with the ceiling its patients were exported
+    /// under (none: left out); empty until the job succeeded.
+    pub hospitals: Vec<HospitalCeiling>,
     /// When it was asked for.
     pub created_at: DateTime<Utc>,
     /// When it ended.
@@ -101,12 +108,13 @@ pub struct ExportJob {
 
 const JOB_COLUMNS: &str = "j.id, j.requested_by, j.organization_id, j.policy, j.status, \
      j.progress_done, j.progress_total, j.failure, j.manifest, j.manifest_sha3, \
-     o.anchored_height, j.created_at, j.finished_at";
+     o.anchored_height, j.created_at, j.finished_at, j.hospitals";
 
 const JOB_FROM: &str = "export_jobs j LEFT JOIN anchor_outbox o ON o.id = j.anchor_outbox_id";
 
 fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
     let manifest: Option<serde_json::Value> = row.get(8);
+    let hospitals: Option<serde_json::Value> = row.get(13);
     Ok(ExportJob {
         id: row.get(0),
         requested_by: row.get(1),
@@ -125,6 +133,11 @@ fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
         anchored_height: row.get(10),
         created_at: row.get(11),
         finished_at: row.get(12),
+        hospitals: hospitals
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|_| ApiError::internal(CorruptJob("hospitals")))?
+            .unwrap_or_default(),
     })
 }
 
@@ -160,9 +173,11 @@ const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 /// How long an unfinished job's heartbeat may be silent before the job counts as abandoned.
 const ABANDONED_AFTER_SECONDS: f64 = 30.0;
 
-/// A ceiling as an admin set it.
+/// A ceiling as a hospital's admin set it.
 #[derive(Clone, Debug)]
 pub struct StoredCeiling {
+    /// The hospital whose patients' exports it bounds.
+    pub hospital: Uuid,
     /// The recipient role it bounds.
     pub role: Role,
     /// The bound.
@@ -171,6 +186,15 @@ pub struct StoredCeiling {
     pub set_by: Uuid,
     /// When.
     pub set_at: DateTime<Utc>,
+}
+
+/// A member hospital and the ceiling it set for one recipient role, if any.
+#[derive(Clone, Debug)]
+pub struct HospitalRules {
+    /// The hospital.
+    pub hospital: Uuid,
+    /// Its ceiling for the role; none means its patients are left out of the role's exports.
+    pub ceiling: Option<StoredCeiling>,
 }
 
 /// Export jobs over a vault; cheap to clone.
@@ -195,8 +219,8 @@ impl Exports {
         }
     }
 
-    /// An admin sets the ceiling for exports requested by `role` (insurer, researcher or
-    /// government).
+    /// An admin sets their hospital's ceiling for exports requested by `role` (insurer,
+    /// researcher or government): it bounds exports of that hospital's patients only.
     pub async fn set_ceiling(
         &self,
         admin: &Actor,
@@ -214,14 +238,21 @@ impl Exports {
         let client = self.vault.pool().get().await?;
         let row = client
             .query_one(
-                "INSERT INTO export_ceilings (role, ceiling, set_by) VALUES ($1, $2, $3)
-                 ON CONFLICT (role) DO UPDATE
+                "INSERT INTO export_ceilings (organization_id, role, ceiling, set_by)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (organization_id, role) DO UPDATE
                    SET ceiling = EXCLUDED.ceiling, set_by = EXCLUDED.set_by, set_at = now()
                  RETURNING set_by, set_at",
-                &[&role.as_str(), &json, &admin.user_id],
+                &[
+                    &admin.organization_id,
+                    &role.as_str(),
+                    &json,
+                    &admin.user_id,
+                ],
             )
             .await?;
         Ok(StoredCeiling {
+            hospital: admin.organization_id,
             role,
             ceiling,
             set_by: row.get(0),
@@ -229,33 +260,88 @@ impl Exports {
         })
     }
 
-    /// The ceiling for `role`, if one is set: admins see every role's, recipients their own.
-    pub async fn ceiling(&self, actor: &Actor, role: Role) -> ApiResult<Option<StoredCeiling>> {
-        let own_recipient_role = actor.role == role && role.recipient_kind().is_some();
-        if actor.role != Role::Admin && !own_recipient_role {
-            return Err(ApiError::Forbidden);
-        }
-        let client = self.vault.pool().get().await?;
-        let row = client
-            .query_opt(
-                "SELECT ceiling, set_by, set_at FROM export_ceilings WHERE role = $1",
-                &[&role.as_str()],
-            )
-            .await?;
-        row.map(|row| {
-            Ok(StoredCeiling {
-                role,
-                ceiling: serde_json::from_value(row.get(0))
-                    .map_err(|_| ApiError::internal(CorruptJob("ceiling")))?,
-                set_by: row.get(1),
-                set_at: row.get(2),
-            })
-        })
-        .transpose()
+    /// One hospital's ceiling for `role`, if it set one. An admin asks for their own hospital's
+    /// (`hospital` omitted or their own), any recipient role's; a recipient for their own role's,
+    /// naming the hospital. Everything else is FORBIDDEN.
+    pub async fn ceiling(
+        &self,
+        actor: &Actor,
+        role: Role,
+        hospital: Option<Uuid>,
+    ) -> ApiResult<Option<StoredCeiling>> {
+        let hospital = match (actor.role, hospital) {
+            (Role::Admin, None) => actor.organization_id,
+            (Role::Admin, Some(hospital)) if hospital == actor.organization_id => hospital,
+            (own, Some(hospital)) if own == role && role.recipient_kind().is_some() => hospital,
+            (own, None) if own == role && role.recipient_kind().is_some() => {
+                return Err(ApiError::BadUserInput(
+                    "each hospital sets its own ceiling: name one with hospitalId, or list them \
+                     all with exportCeilings"
+                        .into(),
+                ))
+            }
+            _ => return Err(ApiError::Forbidden),
+        };
+        Ok(self
+            .hospital_rules(role, Some(hospital))
+            .await?
+            .into_iter()
+            .next()
+            .and_then(|rules| rules.ceiling))
     }
 
-    /// A recipient asks for an export under `policy`; it must stay within their role's ceiling.
-    /// The job runs in the background; one unfinished job per organization at a time.
+    /// Every member hospital with the ceiling it set for the caller's role, by hospital name:
+    /// what a recipient's policy must meet for each hospital's patients to be exported. For
+    /// insurers, researchers and agencies only.
+    pub async fn ceilings_for_recipient(&self, recipient: &Actor) -> ApiResult<Vec<HospitalRules>> {
+        if recipient.role.recipient_kind().is_none() {
+            return Err(ApiError::Forbidden);
+        }
+        self.hospital_rules(recipient.role, None).await
+    }
+
+    /// The member hospitals (or the one named) with their ceilings for `role`.
+    async fn hospital_rules(
+        &self,
+        role: Role,
+        hospital: Option<Uuid>,
+    ) -> ApiResult<Vec<HospitalRules>> {
+        let client = self.vault.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT o.id, c.ceiling, c.set_by, c.set_at
+                 FROM organizations o
+                 LEFT JOIN export_ceilings c ON c.organization_id = o.id AND c.role = $1
+                 WHERE o.kind = 'hospital' AND ($2::uuid IS NULL OR o.id = $2)
+                 ORDER BY o.name",
+                &[&role.as_str(), &hospital],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let hospital: Uuid = row.get(0);
+                let ceiling: Option<serde_json::Value> = row.get(1);
+                let ceiling = ceiling
+                    .map(|ceiling| {
+                        Ok::<_, ApiError>(StoredCeiling {
+                            hospital,
+                            role,
+                            ceiling: serde_json::from_value(ceiling)
+                                .map_err(|_| ApiError::internal(CorruptJob("ceiling")))?,
+                            set_by: row.get(2),
+                            set_at: row.get(3),
+                        })
+                    })
+                    .transpose()?;
+                Ok(HospitalRules { hospital, ceiling })
+            })
+            .collect()
+    }
+
+    /// A recipient asks for an export under `policy`; it must stay within the ceiling of every
+    /// hospital whose patients consented and set one for the recipient's role. The job runs in
+    /// the background (and checks the ceilings again in its snapshot); one unfinished job per
+    /// organization at a time.
     pub async fn request(&self, recipient: &Actor, policy: ExportPolicy) -> ApiResult<ExportJob> {
         self.check_policy(recipient, &policy).await?;
         let policy_json = serde_json::to_value(&policy).map_err(ApiError::internal)?;
@@ -306,7 +392,7 @@ impl Exports {
         progress: Arc<ExportProgress>,
     ) -> ApiResult<(Manifest, [u8; 32])> {
         self.check_policy(recipient, &policy).await?;
-        let (manifest, digest) = self
+        let (manifest, digest, _) = self
             .write_export(recipient, policy, out_dir, progress)
             .await?;
         let client = self.vault.pool().get().await?;
@@ -314,21 +400,13 @@ impl Exports {
         Ok((manifest, digest))
     }
 
-    /// Refuses a caller who is not a recipient, a role without a ceiling, and a policy above it.
+    /// Refuses a caller who is not a recipient, a policy above some consenting patient's
+    /// hospital's ceiling, and an export that no hospital's ceiling lets include anyone.
     async fn check_policy(&self, recipient: &Actor, policy: &ExportPolicy) -> ApiResult<()> {
-        if recipient.role.recipient_kind().is_none() {
-            return Err(ApiError::Forbidden);
-        }
-        let ceiling = self
-            .ceiling(recipient, recipient.role)
-            .await?
-            .ok_or_else(|| {
-                ApiError::BadUserInput(format!(
-                    "no export ceiling is set for the {} role; an admin sets one first",
-                    recipient.role.as_str()
-                ))
-            })?;
-        ceiling.ceiling.check(policy).map_err(bad_input)
+        self.vault
+            .admit_research_export(recipient, policy)
+            .await
+            .map(drop)
     }
 
     /// One job of the caller's organization; NOT_FOUND for any other, so ids cannot be probed.
@@ -412,8 +490,8 @@ impl Exports {
         };
         reporter.abort();
         let recorded = match outcome {
-            Ok((manifest, digest)) => {
-                self.record_success(id, &manifest, &digest, progress.get().1)
+            Ok((manifest, digest, hospitals)) => {
+                self.record_success(id, &manifest, &digest, &hospitals, progress.get().1)
                     .await
             }
             Err(error) => {
@@ -452,14 +530,15 @@ impl Exports {
     }
 
     /// Reads a snapshot of the recipient's cohort, has the exporter write `out_dir`, and returns
-    /// the manifest and the SHA3-256 of manifest.json.
+    /// the manifest, the SHA3-256 of manifest.json and the hospitals drawn on with their
+    /// ceilings.
     async fn write_export(
         &self,
         recipient: &Actor,
         policy: ExportPolicy,
         out_dir: PathBuf,
         progress: Arc<ExportProgress>,
-    ) -> ApiResult<(Manifest, [u8; 32])> {
+    ) -> ApiResult<(Manifest, [u8; 32], Vec<HospitalCeiling>)> {
         let client = self.vault.pool().get().await?;
         let chain_height: i64 = client
             .query_one(
@@ -469,7 +548,11 @@ impl Exports {
             .await?
             .get(0);
         drop(client);
-        let snapshot = self.vault.open_research_snapshot(recipient).await?;
+        let snapshot = self
+            .vault
+            .open_research_snapshot(recipient, &policy)
+            .await?;
+        let hospitals = snapshot.hospitals().to_vec();
         // One unit per consenting patient per pass: reading profiles, then each pass the
         // exporter makes over the events (a second one to check l-diversity).
         let event_passes = match (policy.dataset, &policy.sensitive, policy.l) {
@@ -509,7 +592,7 @@ impl Exports {
         let (manifest, digest_hex) = written.map_err(export_failure)?;
         let mut digest = [0u8; 32];
         hex::decode_to_slice(&digest_hex, &mut digest).map_err(ApiError::internal)?;
-        Ok((manifest, digest))
+        Ok((manifest, digest, hospitals))
     }
 
     async fn set_progress(&self, id: Uuid, done: i64, total: i64) -> ApiResult<()> {
@@ -524,15 +607,18 @@ impl Exports {
         Ok(())
     }
 
-    /// Marks the job done and queues its manifest hash for the chain, in one transaction.
+    /// Marks the job done, with the hospitals it drew on, and queues its manifest hash for the
+    /// chain, in one transaction.
     async fn record_success(
         &self,
         id: Uuid,
         manifest: &Manifest,
         digest: &[u8; 32],
+        hospitals: &[HospitalCeiling],
         work: i64,
     ) -> ApiResult<()> {
         let json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
+        let hospitals = serde_json::to_value(hospitals).map_err(ApiError::internal)?;
         let mut client = self.vault.pool().get().await?;
         let transaction = client.transaction().await?;
         let outbox_id = queue_manifest_anchor(&transaction, digest).await?;
@@ -540,9 +626,16 @@ impl Exports {
             .execute(
                 "UPDATE export_jobs SET status = 'succeeded', manifest = $2, manifest_sha3 = $3,
                         anchor_outbox_id = $4, progress_done = $5, progress_total = $5,
-                        finished_at = now()
+                        hospitals = $6, finished_at = now()
                  WHERE id = $1",
-                &[&id, &json, &digest.as_slice(), &outbox_id, &work],
+                &[
+                    &id,
+                    &json,
+                    &digest.as_slice(),
+                    &outbox_id,
+                    &work,
+                    &hospitals,
+                ],
             )
             .await?;
         transaction.commit().await?;

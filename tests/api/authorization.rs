@@ -139,10 +139,11 @@ enum Operation {
     GrantResearchConsent,
     CreateRecipientOrganization,
     SetExportCeiling,
+    ListHospitalCeilings,
     RequestExport,
 }
 
-const OPERATIONS: [Operation; 21] = [
+const OPERATIONS: [Operation; 22] = [
     Operation::ReadProfile,
     Operation::ReadRecords,
     Operation::ReadRecord,
@@ -163,6 +164,7 @@ const OPERATIONS: [Operation; 21] = [
     Operation::GrantResearchConsent,
     Operation::CreateRecipientOrganization,
     Operation::SetExportCeiling,
+    Operation::ListHospitalCeilings,
     Operation::RequestExport,
 ];
 
@@ -192,7 +194,9 @@ fn allowed(caller: &str, operation: Operation) -> bool {
         | Operation::CreateDoctor
         | Operation::CreateRecipientOrganization
         | Operation::SetExportCeiling => admin,
-        Operation::RequestExport => matches!(caller, "insurer" | "researcher" | "government"),
+        Operation::ListHospitalCeilings | Operation::RequestExport => {
+            matches!(caller, "insurer" | "researcher" | "government")
+        }
         Operation::ListPatients => admin || doctor,
         Operation::ListDoctors => admin || doctor || patient,
     }
@@ -335,6 +339,10 @@ async fn attempt(
                 json!({ "role": "INSURER", "rules": ceiling_rules() }),
             )
             .await
+        }
+        Operation::ListHospitalCeilings => {
+            let query = "{ exportCeilings { hospital { name } ceiling { role } } }";
+            app.graphql(token, query, json!({})).await
         }
         Operation::RequestExport => {
             let query = "mutation { requestExport(policy: { dataset: OBSERVATIONS, ageBandYears: 10, dates: YEAR }) { id } }";

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A hospital with a doctor, a research institute with a researcher, and a ceiling for the
-/// researcher role.
+/// A hospital with an admin and a doctor, and a research institute with a researcher.
 struct ExportSetting {
+    hospital_id: String,
     admin: String,
     doctor: String,
     doctor_id: String,
@@ -19,9 +19,28 @@ struct ExportSetting {
     researcher: String,
 }
 
+/// A hospital's admin and doctor: (hospital id, admin token, doctor id, doctor token).
+async fn hospital_staff(
+    app: &TestApp,
+    hospital: &str,
+    admin_username: &str,
+    doctor_username: &str,
+) -> (String, String, String, String) {
+    let admin = app.bootstrap_admin(hospital, admin_username).await;
+    let (doctor_id, doctor) = app.create_doctor(&admin, doctor_username).await;
+    let me = app
+        .graphql(Some(&admin), "{ me { organization { id } } }", json!({}))
+        .await;
+    let hospital_id = me.data()["me"]["organization"]["id"]
+        .as_str()
+        .expect("hospital id")
+        .to_owned();
+    (hospital_id, admin, doctor_id, doctor)
+}
+
 async fn export_setting(app: &TestApp) -> ExportSetting {
-    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
-    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
+    let (hospital_id, admin, doctor_id, doctor) =
+        hospital_staff(app, "St. Mary's", "admin-a", "dr-a").await;
     let created = app
         .graphql(
             Some(&admin),
@@ -42,6 +61,7 @@ async fn export_setting(app: &TestApp) -> ExportSetting {
         .data();
     let researcher = app.login("researcher-r").await;
     ExportSetting {
+        hospital_id,
         admin,
         doctor,
         doctor_id,
@@ -114,14 +134,39 @@ async fn patient_with_record(
     (patient, grant)
 }
 
-/// `count` patients (`p-0`, `p-1`, ...) with one heart rate each, all consenting to research by
-/// the institute.
-async fn consenting_patients(app: &TestApp, setting: &ExportSetting, count: usize) {
+/// Another hospital, `hospital`, with staff named after `prefix`, beside the same institute and
+/// researcher as `setting`.
+async fn another_hospital(
+    app: &TestApp,
+    setting: &ExportSetting,
+    hospital: &str,
+    prefix: &str,
+) -> ExportSetting {
+    let (hospital_id, admin, doctor_id, doctor) = hospital_staff(
+        app,
+        hospital,
+        &format!("{prefix}-admin"),
+        &format!("{prefix}-dr"),
+    )
+    .await;
+    ExportSetting {
+        hospital_id,
+        admin,
+        doctor,
+        doctor_id,
+        institute_id: setting.institute_id.clone(),
+        researcher: setting.researcher.clone(),
+    }
+}
+
+/// `count` patients of the setting's hospital (`{prefix}-0`, `{prefix}-1`, ...) with one heart
+/// rate each, all consenting to research by the institute.
+async fn consenting_patients(app: &TestApp, setting: &ExportSetting, prefix: &str, count: usize) {
     for index in 0..count {
         patient_with_record(
             app,
             setting,
-            &format!("p-{index}"),
+            &format!("{prefix}-{index}"),
             "Pat Person",
             "70",
             true,
@@ -130,12 +175,17 @@ async fn consenting_patients(app: &TestApp, setting: &ExportSetting, count: usiz
     }
 }
 
-/// The admin sets the researcher role's ceiling: k at least 5.
+/// The admin sets their hospital's researcher ceiling: k at least 5.
 async fn set_researcher_ceiling(app: &TestApp, setting: &ExportSetting) {
+    set_researcher_rules(app, setting, ceiling_rules(5)).await;
+}
+
+/// The admin sets their hospital's researcher ceiling to `rules`.
+async fn set_researcher_rules(app: &TestApp, setting: &ExportSetting, rules: Value) {
     app.graphql(
         Some(&setting.admin),
         CEILING,
-        json!({ "role": "RESEARCHER", "rules": ceiling_rules(5) }),
+        json!({ "role": "RESEARCHER", "rules": rules }),
     )
     .await
     .data();
@@ -356,7 +406,7 @@ async fn only_patients_with_live_research_consent_are_exported() {
 async fn downloads_are_only_for_the_requesting_organization() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    consenting_patients(&app, &setting, 5).await;
+    consenting_patients(&app, &setting, "p", 5).await;
     set_researcher_ceiling(&app, &setting).await;
     let (id, job) = run_export(&app, &setting.researcher, observations_policy(5)).await;
     assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
@@ -436,7 +486,7 @@ fn hex_sha3(bytes: &[u8]) -> String {
 async fn exports_stay_within_the_ceiling_and_fail_whole() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    consenting_patients(&app, &setting, 6).await;
+    consenting_patients(&app, &setting, "p", 6).await;
     let answer = app
         .graphql(
             Some(&setting.researcher),
@@ -468,13 +518,15 @@ async fn exports_stay_within_the_ceiling_and_fail_whole() {
     let own = app
         .graphql(
             Some(&setting.researcher),
-            "{ exportCeiling(role: RESEARCHER) { role rules { minK finestDates } setBy { username } } }",
-            json!({}),
+            "query($h: ID!) { exportCeiling(role: RESEARCHER, hospitalId: $h) {
+                 hospital { name } role rules { minK finestDates } setBy { username } } }",
+            json!({ "h": setting.hospital_id }),
         )
         .await;
     assert_eq!(
         own.data()["exportCeiling"],
-        json!({ "role": "RESEARCHER", "rules": { "minK": 5, "finestDates": "MONTH" },
+        json!({ "hospital": { "name": "St. Mary's" }, "role": "RESEARCHER",
+                "rules": { "minK": 5, "finestDates": "MONTH" },
                 "setBy": { "username": "admin-a" } })
     );
     for (caller, role) in [
@@ -657,7 +709,7 @@ async fn research_consent_goes_only_to_recipient_organizations() {
 async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    consenting_patients(&app, &setting, 5).await;
+    consenting_patients(&app, &setting, "p", 5).await;
     patient_with_record(&app, &setting, "outsider", "Olive Outsider", "199.5", false).await;
     set_researcher_ceiling(&app, &setting).await;
     let work = tempfile::tempdir().expect("work dir");
@@ -717,7 +769,7 @@ async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
 async fn one_unfinished_export_per_organization_unless_its_server_stopped() {
     let app = spawn_app().await;
     let setting = export_setting(&app).await;
-    consenting_patients(&app, &setting, 5).await;
+    consenting_patients(&app, &setting, "p", 5).await;
     set_researcher_ceiling(&app, &setting).await;
     let me = app
         .graphql(Some(&setting.researcher), "{ me { id } }", json!({}))
@@ -756,4 +808,241 @@ async fn one_unfinished_export_per_organization_unless_its_server_stopped() {
         .get::<_, Option<&str>>(1)
         .unwrap_or_default()
         .contains("abandoned"));
+}
+
+const HOSPITAL_CEILING: &str = "{ exportCeiling(role: RESEARCHER) {
+    hospital { name } rules { minK } setBy { username } } }";
+
+const RECIPIENT_CEILINGS: &str =
+    "{ exportCeilings { hospital { name } ceiling { rules { minK allowZip3 } } } }";
+
+const JOB_HOSPITALS: &str = "query($id: ID!) { exportJob(id: $id) {
+    hospitals { hospital { name } included rules { minK allowZip3 } } } }";
+
+#[tokio::test]
+async fn one_hospitals_ceiling_leaves_anothers_alone() {
+    let app = spawn_app().await;
+    let st_marys = export_setting(&app).await;
+    let riverside = another_hospital(&app, &st_marys, "Riverside", "riverside").await;
+    set_researcher_ceiling(&app, &st_marys).await;
+    set_researcher_rules(&app, &riverside, ceiling_rules(10)).await;
+
+    let own = app
+        .graphql(Some(&st_marys.admin), HOSPITAL_CEILING, json!({}))
+        .await;
+    assert_eq!(
+        own.data()["exportCeiling"],
+        json!({ "hospital": { "name": "St. Mary's" }, "rules": { "minK": 5 },
+                "setBy": { "username": "admin-a" } }),
+        "Riverside's admin did not overwrite St. Mary's ceiling"
+    );
+    let other = app
+        .graphql(Some(&riverside.admin), HOSPITAL_CEILING, json!({}))
+        .await;
+    assert_eq!(
+        other.data()["exportCeiling"],
+        json!({ "hospital": { "name": "Riverside" }, "rules": { "minK": 10 },
+                "setBy": { "username": "riverside-admin" } })
+    );
+    app.graphql(
+        Some(&riverside.admin),
+        "query($h: ID!) { exportCeiling(role: RESEARCHER, hospitalId: $h) { role } }",
+        json!({ "h": st_marys.hospital_id }),
+    )
+    .await
+    .expect_error("FORBIDDEN");
+
+    let listed = app
+        .graphql(Some(&st_marys.researcher), RECIPIENT_CEILINGS, json!({}))
+        .await;
+    assert_eq!(
+        listed.data()["exportCeilings"],
+        json!([
+            { "hospital": { "name": "Riverside" },
+              "ceiling": { "rules": { "minK": 10, "allowZip3": true } } },
+            { "hospital": { "name": "St. Mary's" },
+              "ceiling": { "rules": { "minK": 5, "allowZip3": true } } },
+        ])
+    );
+    app.graphql(Some(&st_marys.researcher), HOSPITAL_CEILING, json!({}))
+        .await
+        .expect_error("BAD_USER_INPUT");
+    for caller in [&st_marys.admin, &st_marys.doctor] {
+        app.graphql(Some(caller), RECIPIENT_CEILINGS, json!({}))
+            .await
+            .expect_error("FORBIDDEN");
+    }
+}
+
+#[tokio::test]
+async fn each_hospitals_patients_are_exported_under_its_own_ceiling() {
+    let app = spawn_app().await;
+    let st_marys = export_setting(&app).await;
+    let riverside = another_hospital(&app, &st_marys, "Riverside", "riverside").await;
+    let lakeside = another_hospital(&app, &st_marys, "Lakeside", "lakeside").await;
+    consenting_patients(&app, &st_marys, "mary", 5).await;
+    consenting_patients(&app, &riverside, "river", 5).await;
+    consenting_patients(&app, &lakeside, "lake", 3).await;
+    set_researcher_ceiling(&app, &st_marys).await;
+    let mut no_zip = ceiling_rules(3);
+    no_zip["allowZip3"] = json!(false);
+    set_researcher_rules(&app, &riverside, no_zip).await;
+
+    let policy = json!({ "dataset": "OBSERVATIONS", "ageBandYears": 10, "zip3": false,
+                         "dates": "YEAR", "k": 5, "maxSuppression": 0.05 });
+    let (id, job) = run_export(&app, &st_marys.researcher, policy).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    assert_eq!(
+        job["manifest"]["personsIn"], 10,
+        "St. Mary's and Riverside's consenting patients; Lakeside set no ceiling"
+    );
+    let hospitals = app
+        .graphql(
+            Some(&st_marys.researcher),
+            JOB_HOSPITALS,
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        hospitals.data()["exportJob"]["hospitals"],
+        json!([
+            { "hospital": { "name": "Lakeside" }, "included": false, "rules": null },
+            { "hospital": { "name": "Riverside" }, "included": true,
+              "rules": { "minK": 3, "allowZip3": false } },
+            { "hospital": { "name": "St. Mary's" }, "included": true,
+              "rules": { "minK": 5, "allowZip3": true } },
+        ])
+    );
+    let exported = app
+        .sql(
+            "SELECT o.name, count(*) FROM access_log a
+             JOIN users p ON p.id = a.patient_id JOIN organizations o ON o.id = p.organization_id
+             WHERE a.action = 'export_for_research' AND a.outcome = 'allowed'
+             GROUP BY o.name ORDER BY o.name",
+        )
+        .await;
+    let exported: Vec<(String, i64)> = exported
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        exported,
+        [("Riverside".to_owned(), 5), ("St. Mary's".to_owned(), 5)],
+        "no Lakeside patient was read for the export"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_above_one_hospitals_ceiling_is_refused_naming_it() {
+    let app = spawn_app().await;
+    let st_marys = export_setting(&app).await;
+    let riverside = another_hospital(&app, &st_marys, "Riverside", "riverside").await;
+    consenting_patients(&app, &st_marys, "mary", 5).await;
+    consenting_patients(&app, &riverside, "river", 5).await;
+    set_researcher_ceiling(&app, &st_marys).await;
+    let mut strict = ceiling_rules(10);
+    strict["allowZip3"] = json!(false);
+    set_researcher_rules(&app, &riverside, strict).await;
+
+    let refused = app
+        .graphql(
+            Some(&st_marys.researcher),
+            REQUEST,
+            json!({ "policy": observations_policy(5) }),
+        )
+        .await;
+    refused.expect_error("BAD_USER_INPUT");
+    let message = refused.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("Riverside"), "{message}");
+    assert!(
+        message.contains("k = 5 is below the ceiling's minimum of 10"),
+        "{message}"
+    );
+    assert!(message.contains("allow_zip3 = false"), "{message}");
+    assert!(
+        !message.contains("St. Mary's"),
+        "St. Mary's ceiling is met: {message}"
+    );
+    let jobs = app.sql("SELECT count(*) FROM export_jobs").await;
+    assert_eq!(jobs[0].get::<_, i64>(0), 0, "nothing was queued");
+
+    // Within both ceilings, both hospitals' patients are exported.
+    let within = json!({ "dataset": "OBSERVATIONS", "ageBandYears": 10, "zip3": false,
+                         "dates": "YEAR", "k": 10, "maxSuppression": 0.05 });
+    let (_, job) = run_export(&app, &st_marys.researcher, within).await;
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    assert_eq!(job["manifest"]["personsIn"], 10);
+}
+
+/// V4 on a deployment that had one ceiling per role: each becomes the ceiling of the hospital
+/// of the admin who set it, no other hospital's, and a ceiling whose setter is in no hospital
+/// is dropped. Run on the migrations up to V2 in a schema of its own.
+#[tokio::test]
+async fn v4_gives_a_deployment_wide_ceiling_to_its_setters_hospital_only() {
+    let app = spawn_app().await;
+    let (client, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let migration = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("server/migrations")
+                .join(name),
+        )
+        .expect("migration file")
+    };
+    client
+        .batch_execute("CREATE SCHEMA before_v4; SET search_path TO before_v4")
+        .await
+        .expect("schema");
+    for name in ["V1__vault.sql", "V2__research_exports.sql"] {
+        client
+            .batch_execute(&migration(name))
+            .await
+            .expect("old migration");
+    }
+    client
+        .batch_execute(
+            "INSERT INTO organizations (id, name, kind) VALUES
+               ('00000000-0000-0000-0000-00000000000a', 'St. Mary''s', 'hospital'),
+               ('00000000-0000-0000-0000-00000000000b', 'Riverside', 'hospital'),
+               ('00000000-0000-0000-0000-00000000000c', 'Cohort Institute', 'research');
+             INSERT INTO users (id, organization_id, username, role, password_hash) VALUES
+               ('00000000-0000-0000-0000-0000000000a1', '00000000-0000-0000-0000-00000000000a',
+                'admin-a', 'admin', 'x'),
+               ('00000000-0000-0000-0000-0000000000c1', '00000000-0000-0000-0000-00000000000c',
+                'researcher-r', 'researcher', 'x');
+             INSERT INTO export_ceilings (role, ceiling, set_by) VALUES
+               ('researcher', '{\"min_k\": 5}', '00000000-0000-0000-0000-0000000000a1'),
+               ('insurer', '{\"min_k\": 7}', '00000000-0000-0000-0000-0000000000c1');",
+        )
+        .await
+        .expect("a deployment-wide ceiling");
+    client
+        .batch_execute(&migration("V4__hospital_export_ceilings.sql"))
+        .await
+        .expect("V4");
+    let kept: Vec<(String, String)> = client
+        .query(
+            "SELECT o.name, c.role FROM export_ceilings c
+             JOIN organizations o ON o.id = c.organization_id ORDER BY o.name, c.role",
+            &[],
+        )
+        .await
+        .expect("ceilings")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(kept, [("St. Mary's".to_owned(), "researcher".to_owned())]);
+    client
+        .batch_execute(
+            "INSERT INTO export_ceilings (organization_id, role, ceiling, set_by) VALUES
+               ('00000000-0000-0000-0000-00000000000b', 'researcher', '{}',
+                '00000000-0000-0000-0000-0000000000a1')",
+        )
+        .await
+        .expect("another hospital sets its own researcher ceiling beside St. Mary's");
 }

@@ -1,9 +1,10 @@
 //! The GraphQL face of anonymized exports: policy and ceiling inputs, and views of jobs and
 //! manifests. The exporter crate knows nothing of GraphQL; the conversions live here.
 
-use super::types::User;
+use super::types::{Organization, User};
 use crate::domain::Role;
-use crate::exports::{self, JobStatus, StoredCeiling};
+use crate::exports::{self, HospitalRules, JobStatus, StoredCeiling};
+use crate::vault::{HospitalCeiling, Vault};
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use medvault_exporter::policy::{
@@ -164,7 +165,8 @@ impl ExportPolicyInput {
     }
 }
 
-/// The most detail and the least anonymity exports requested by one role may ask for.
+/// The most detail and the least anonymity exports requested by one role may ask for, of the
+/// patients of the hospital that set it.
 #[derive(InputObject, SimpleObject)]
 #[graphql(input_name = "ExportCeilingInput", name = "ExportCeilingRules")]
 pub struct ExportCeilingRules {
@@ -225,11 +227,20 @@ impl From<&ExportCeiling> for ExportCeilingRules {
     }
 }
 
-/// A role's export ceiling as an admin set it.
+async fn load_hospital(ctx: &Context<'_>, id: Uuid) -> Result<Organization> {
+    Ok(Organization(ctx.data::<Vault>()?.organization(id).await?))
+}
+
+/// A role's export ceiling as a hospital's admin set it: it bounds exports of that hospital's
+/// patients only.
 pub struct ExportCeilingView(pub StoredCeiling);
 
 #[Object(name = "ExportCeiling")]
 impl ExportCeilingView {
+    /// The hospital whose patients it governs.
+    async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
+        load_hospital(ctx, self.0.hospital).await
+    }
     async fn role(&self) -> Role {
         self.0.role
     }
@@ -241,6 +252,40 @@ impl ExportCeilingView {
     }
     async fn set_at(&self) -> DateTime<Utc> {
         self.0.set_at
+    }
+}
+
+/// A member hospital and the ceiling it set for the caller's role.
+pub struct HospitalExportCeiling(pub HospitalRules);
+
+#[Object]
+impl HospitalExportCeiling {
+    async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
+        load_hospital(ctx, self.0.hospital).await
+    }
+    /// What a policy must meet for this hospital's consenting patients to be exported; null if
+    /// the hospital set none for the role, and then its patients are left out of exports.
+    async fn ceiling(&self) -> Option<ExportCeilingView> {
+        self.0.ceiling.clone().map(ExportCeilingView)
+    }
+}
+
+/// A hospital an export drew consenting patients from, and the ceiling they were exported
+/// under.
+pub struct ExportJobHospital(HospitalCeiling);
+
+#[Object]
+impl ExportJobHospital {
+    async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
+        load_hospital(ctx, self.0.hospital).await
+    }
+    /// Whether its consenting patients were exported: only if it had set a ceiling for the role.
+    async fn included(&self) -> bool {
+        self.0.ceiling.is_some()
+    }
+    /// The ceiling its patients were exported under, as it stood when the export was taken.
+    async fn rules(&self) -> Option<ExportCeilingRules> {
+        self.0.ceiling.as_ref().map(ExportCeilingRules::from)
     }
 }
 
@@ -315,6 +360,16 @@ impl ExportJob {
     /// The chain height the manifest hash was anchored at, once it is.
     async fn anchored_height(&self) -> Option<i64> {
         self.0.anchored_height
+    }
+    /// The hospitals whose patients consented, each with the ceiling its patients were exported
+    /// under or left out for want of one; empty until the job succeeded.
+    async fn hospitals(&self) -> Vec<ExportJobHospital> {
+        self.0
+            .hospitals
+            .iter()
+            .cloned()
+            .map(ExportJobHospital)
+            .collect()
     }
     /// Where to GET manifest.json (with the bearer token), once the job succeeded.
     async fn manifest_path(&self) -> Option<String> {

@@ -190,7 +190,8 @@ impl MutationRoot {
         ))
     }
 
-    /// An admin sets the export ceiling of a recipient role (INSURER, RESEARCHER, GOVERNMENT).
+    /// An admin sets their hospital's export ceiling for a recipient role (INSURER, RESEARCHER,
+    /// GOVERNMENT); it governs exports of that hospital's patients only.
     async fn set_export_ceiling(
         &self,
         ctx: &Context<'_>,

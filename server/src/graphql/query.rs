@@ -1,6 +1,6 @@
 //! Read operations.
 
-use super::exports::{ExportCeilingView, ExportJob};
+use super::exports::{ExportCeilingView, ExportJob, HospitalExportCeiling};
 use super::types::{
     Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
 };
@@ -120,14 +120,32 @@ impl QueryRoot {
         Ok(to_connection(page, |grant| grant.id, Grant))
     }
 
-    /// The export ceiling of a recipient role: any role's for admins, their own for recipients.
+    /// One hospital's export ceiling for a recipient role: for admins their own hospital's, any
+    /// role's; for recipients their own role's at the hospital `hospitalId` names.
     async fn export_ceiling(
         &self,
         ctx: &Context<'_>,
         role: Role,
+        hospital_id: Option<ID>,
     ) -> Result<Option<ExportCeilingView>> {
-        let ceiling = ctx.data::<Exports>()?.ceiling(&actor(ctx)?, role).await?;
+        let hospital = hospital_id
+            .map(|id| parse_id(&id, "hospitalId"))
+            .transpose()?;
+        let ceiling = ctx
+            .data::<Exports>()?
+            .ceiling(&actor(ctx)?, role, hospital)
+            .await?;
         Ok(ceiling.map(ExportCeilingView))
+    }
+
+    /// For an insurer, researcher or agency: every member hospital with the ceiling it set for
+    /// the caller's role, which a policy must meet for that hospital's patients to be exported.
+    async fn export_ceilings(&self, ctx: &Context<'_>) -> Result<Vec<HospitalExportCeiling>> {
+        let hospitals = ctx
+            .data::<Exports>()?
+            .ceilings_for_recipient(&actor(ctx)?)
+            .await?;
+        Ok(hospitals.into_iter().map(HospitalExportCeiling).collect())
     }
 
     /// One export job of the caller's organization.

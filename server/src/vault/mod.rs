@@ -17,7 +17,9 @@ pub use grants::Grant;
 pub use key_check::OpenVaultError;
 pub use login_throttle::LoginThrottle;
 pub use patients::{PatientSummary, ProfileVersion};
-pub use policy::{may_without_grants, require_role, AuditedAction, PatientListing, Permit};
+pub use policy::{
+    may_without_grants, require_role, AuditedAction, HospitalCeiling, PatientListing, Permit,
+};
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
 pub use sessions::Session;

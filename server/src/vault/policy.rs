@@ -4,7 +4,9 @@
 //! - A doctor with a live read grant, or the patient, reads.
 //! - Only the patient edits their personal details or reads their access log.
 //! - An insurer, researcher or agency exports, anonymized, the data of patients whose live
-//!   research consent names their organization.
+//!   research consent names their organization, each patient under the export ceiling their own
+//!   hospital set for the recipient's role: a policy above one hospital's ceiling is refused
+//!   whole, and a hospital that set no ceiling for the role contributes no patients.
 //! - Everything else is refused.
 //!
 //! A [`Permit`] is the only way to obtain a patient's data key, and only [`Vault::authorize`]
@@ -16,6 +18,8 @@ use crate::auth::Actor;
 use crate::crypto::SymmetricKey;
 use crate::domain::{AccessScope, Role};
 use crate::error::{ApiError, ApiResult};
+use medvault_exporter::{ExportCeiling, ExportError, ExportPolicy};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// What a health-data request does, as written to the access log.
@@ -113,6 +117,112 @@ pub(super) struct ResearchCohort {
     pub permits: Vec<Permit>,
     /// RFC 9162-shaped SHA3-256 Merkle root over the research consents used, one leaf each.
     pub consent_root: [u8; 32],
+    /// The hospitals the consents came from, each with the ceiling its patients go out under.
+    pub hospitals: Vec<HospitalCeiling>,
+}
+
+/// One hospital some of whose patients gave a recipient's organization live research consent,
+/// and the export ceiling that hospital's admins set for the recipient's role. Its patients are
+/// exported only under this ceiling, never under another hospital's; with none, they are left
+/// out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HospitalCeiling {
+    /// The hospital.
+    pub hospital: Uuid,
+    /// Its name, for messages that tell the recipient whose rules a policy breaks.
+    pub hospital_name: String,
+    /// The ceiling it set for the role, if any.
+    pub ceiling: Option<ExportCeiling>,
+}
+
+/// The hospitals whose patients gave `recipient`'s organization live research consent, by name,
+/// with the ceilings they set for `recipient`'s role; read through `client`, so that inside an
+/// export's snapshot the ceilings are those of the same state as the cohort.
+async fn consenting_hospitals(
+    client: &tokio_postgres::Client,
+    recipient: &Actor,
+) -> ApiResult<Vec<HospitalCeiling>> {
+    let rows = client
+        .query(
+            "SELECT o.id, o.name, c.ceiling
+             FROM organizations o
+             LEFT JOIN export_ceilings c ON c.organization_id = o.id AND c.role = $2
+             WHERE o.kind = 'hospital' AND EXISTS (
+                 SELECT 1 FROM grants g
+                 JOIN users p ON p.id = g.patient_id
+                 JOIN patient_keys k ON k.patient_id = g.patient_id
+                 WHERE p.organization_id = o.id AND g.grantee_organization_id = $1
+                   AND g.revoked_at IS NULL AND g.expires_at > now())
+             ORDER BY o.name",
+            &[&recipient.organization_id, &recipient.role.as_str()],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let ceiling: Option<serde_json::Value> = row.get(2);
+            Ok(HospitalCeiling {
+                hospital: row.get(0),
+                hospital_name: row.get(1),
+                ceiling: ceiling
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|_| ApiError::internal(UnreadableCeiling))?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored export ceiling is unreadable")]
+struct UnreadableCeiling;
+
+/// Checks `policy` against the ceiling of every hospital in `hospitals` and returns them if the
+/// export may go ahead: BAD_USER_INPUT naming each hospital whose ceiling the policy is above,
+/// with every rule it breaks there (a policy is never applied to some hospitals' patients and
+/// not others': the recipient lowers it to meet them all), or when patients consented but none
+/// of their hospitals set a ceiling for the role, so nothing could be exported. A hospital
+/// without a ceiling while others have one stays in the list, and its patients are left out.
+fn admit_export(
+    recipient: &Actor,
+    policy: &ExportPolicy,
+    hospitals: Vec<HospitalCeiling>,
+) -> ApiResult<Vec<HospitalCeiling>> {
+    let role = recipient.role.as_str();
+    let bad_input = |error: ExportError| ApiError::BadUserInput(error.to_string());
+    policy.validate().map_err(bad_input)?;
+    let mut above = Vec::new();
+    for hospital in &hospitals {
+        let Some(ceiling) = &hospital.ceiling else {
+            continue;
+        };
+        match ceiling.check(policy) {
+            Ok(()) => {}
+            Err(ExportError::AboveCeiling(rules)) => above.push(format!(
+                "above the export ceiling {} set for the {role} role: {rules}",
+                hospital.hospital_name
+            )),
+            Err(other) => return Err(bad_input(other)),
+        }
+    }
+    if !above.is_empty() {
+        return Err(ApiError::BadUserInput(format!(
+            "each hospital's patients are exported only under its own ceiling, and the policy is \
+             {}",
+            above.join("; and ")
+        )));
+    }
+    if !hospitals.is_empty() && hospitals.iter().all(|hospital| hospital.ceiling.is_none()) {
+        let names: Vec<&str> = hospitals
+            .iter()
+            .map(|hospital| hospital.hospital_name.as_str())
+            .collect();
+        return Err(ApiError::BadUserInput(format!(
+            "no export ceiling is set for the {role} role by the hospitals whose patients \
+             consented ({}); an admin of each sets one before its patients can be exported",
+            names.join(", ")
+        )));
+    }
+    Ok(hospitals)
 }
 
 /// The leaf committing to one research consent: which grant, whose, to whom, until when.
@@ -307,13 +417,35 @@ impl Vault {
         Ok(())
     }
 
-    /// The patients whose live research consent names `recipient`'s organization, each as a
-    /// permit to export their data, read through `snapshot` so that the cohort and the data
-    /// exported are one consistent state. Every inclusion is written to the access log; a caller
-    /// who is not a recipient is refused (and the refusal logged).
+    /// The hospitals an export for `recipient` under `policy` would draw on, each with its
+    /// ceiling, checked as [`admit_export`] does, before a job is queued. FORBIDDEN unless the
+    /// caller is an insurer, researcher or agency.
+    pub async fn admit_research_export(
+        &self,
+        recipient: &Actor,
+        policy: &ExportPolicy,
+    ) -> ApiResult<Vec<HospitalCeiling>> {
+        if recipient.role.recipient_kind().is_none() {
+            return Err(ApiError::Forbidden);
+        }
+        let client = self.pool.get().await?;
+        admit_export(
+            recipient,
+            policy,
+            consenting_hospitals(&client, recipient).await?,
+        )
+    }
+
+    /// The patients whose live research consent names `recipient`'s organization and whose
+    /// hospital's ceiling `policy` meets, each as a permit to export their data, read through
+    /// `snapshot` so that the cohort, the ceilings and the data exported are one consistent
+    /// state. Every inclusion is written to the access log; a caller who is not a recipient is
+    /// refused (and the refusal logged), and a policy above some hospital's ceiling is refused
+    /// as [`admit_export`] says.
     pub(super) async fn authorize_research_cohort(
         &self,
         recipient: &Actor,
+        policy: &ExportPolicy,
         snapshot: &tokio_postgres::Client,
     ) -> ApiResult<ResearchCohort> {
         if recipient.role.recipient_kind().is_none() {
@@ -327,15 +459,26 @@ impl Vault {
             .await?;
             return Err(ApiError::Forbidden);
         }
+        let hospitals = admit_export(
+            recipient,
+            policy,
+            consenting_hospitals(snapshot, recipient).await?,
+        )?;
+        let admitted: Vec<Uuid> = hospitals
+            .iter()
+            .filter(|hospital| hospital.ceiling.is_some())
+            .map(|hospital| hospital.hospital)
+            .collect();
         let rows = snapshot
             .query(
                 "SELECT DISTINCT ON (g.patient_id)
                         g.id, g.patient_id, g.scope, g.expires_at, k.wrapped_key
                  FROM grants g JOIN patient_keys k ON k.patient_id = g.patient_id
+                 JOIN users p ON p.id = g.patient_id
                  WHERE g.grantee_organization_id = $1 AND g.revoked_at IS NULL
-                   AND g.expires_at > now()
+                   AND g.expires_at > now() AND p.organization_id = ANY($2)
                  ORDER BY g.patient_id, g.expires_at DESC",
-                &[&recipient.organization_id],
+                &[&recipient.organization_id, &admitted],
             )
             .await?;
         let mut permits = Vec::with_capacity(rows.len());
@@ -388,6 +531,7 @@ impl Vault {
         Ok(ResearchCohort {
             permits,
             consent_root: medvault_anchor_chain::merkle::root(&consent_leaves).0,
+            hospitals,
         })
     }
 
@@ -497,6 +641,89 @@ mod tests {
             let caller = actor(role);
             assert!(decide(&caller, caller.user_id, AuditedAction::ExportForResearch, 7).is_err());
         }
+    }
+
+    fn hospital(name: &str, min_k: Option<usize>) -> HospitalCeiling {
+        HospitalCeiling {
+            hospital: Uuid::new_v4(),
+            hospital_name: name.to_owned(),
+            ceiling: min_k.map(|min_k| ExportCeiling {
+                min_k,
+                ..ExportCeiling::default()
+            }),
+        }
+    }
+
+    fn policy_with_k(k: usize) -> ExportPolicy {
+        ExportPolicy {
+            dataset: medvault_exporter::Dataset::Observations,
+            columns: Vec::new(),
+            birth: medvault_exporter::policy::BirthGeneralization::AgeBand { width: 10 },
+            zip: medvault_exporter::policy::ZipGeneralization::Remove,
+            include_sex: true,
+            dates: medvault_exporter::policy::DateGeneralization::Year,
+            sensitive: None,
+            k,
+            l: None,
+            max_suppression: 0.05,
+            pseudonym_scope: medvault_exporter::policy::PseudonymScope::PerExport,
+        }
+    }
+
+    fn refusal(result: ApiResult<Vec<HospitalCeiling>>) -> String {
+        match result {
+            Err(ApiError::BadUserInput(message)) => message,
+            other => panic!("expected BAD_USER_INPUT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_policy_above_one_hospitals_ceiling_is_refused_naming_only_that_hospital() {
+        let researcher = actor(Role::Researcher);
+        let hospitals = vec![
+            hospital("Riverside", Some(10)),
+            hospital("St. Mary's", Some(5)),
+        ];
+        let message = refusal(admit_export(
+            &researcher,
+            &policy_with_k(5),
+            hospitals.clone(),
+        ));
+        assert!(
+            message.contains("Riverside set for the researcher role"),
+            "{message}"
+        );
+        assert!(
+            message.contains("k = 5 is below the ceiling's minimum of 10"),
+            "{message}"
+        );
+        assert!(!message.contains("St. Mary's"), "{message}");
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(10), hospitals.clone()).ok(),
+            Some(hospitals)
+        );
+    }
+
+    #[test]
+    fn a_hospital_without_a_ceiling_is_left_out_unless_no_hospital_has_one() {
+        let researcher = actor(Role::Researcher);
+        let some = vec![hospital("Lakeside", None), hospital("St. Mary's", Some(5))];
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(5), some.clone()).ok(),
+            Some(some)
+        );
+        let message = refusal(admit_export(
+            &researcher,
+            &policy_with_k(5),
+            vec![hospital("Lakeside", None)],
+        ));
+        assert!(message.contains("no export ceiling"), "{message}");
+        assert!(message.contains("Lakeside"), "{message}");
+        assert_eq!(
+            admit_export(&researcher, &policy_with_k(5), Vec::new()).ok(),
+            Some(Vec::new()),
+            "no consent at all is an empty export, as before"
+        );
     }
 
     #[test]

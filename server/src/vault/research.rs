@@ -1,5 +1,6 @@
 //! What an anonymized export reads: the consenting patients' decrypted profiles and current
-//! records, as the exporter's plain rows, all from one database snapshot.
+//! records, as the exporter's plain rows, all from one database snapshot; each hospital's
+//! patients only if the policy meets the ceiling that hospital set.
 //!
 //! The export runs on a blocking thread and pulls events chunk by chunk, so the snapshot holds
 //! one connection in a `REPEATABLE READ` transaction for the whole export: the cohort, the
@@ -7,14 +8,14 @@
 //! meanwhile (a consent withdrawn mid-export applies from the next export on).
 
 use super::patients::open_profile;
-use super::policy::{Permit, ResearchCohort};
+use super::policy::{HospitalCeiling, Permit, ResearchCohort};
 use super::records::open_version;
 use super::Vault;
 use crate::auth::Actor;
 use crate::domain::{PatientProfile, RecordContent, RecordKind, Sex};
 use crate::error::{ApiError, ApiResult};
 use deadpool_postgres::Object;
-use medvault_exporter::{ClinicalEvent, EventKind, Person};
+use medvault_exporter::{ClinicalEvent, EventKind, ExportPolicy, Person};
 use std::ops::Range;
 use uuid::Uuid;
 
@@ -27,9 +28,14 @@ pub struct ResearchSnapshot {
 
 impl Vault {
     /// Opens a snapshot of the data of the patients whose live research consent names
-    /// `recipient`'s organization. FORBIDDEN unless the caller is an insurer, researcher or
-    /// agency.
-    pub async fn open_research_snapshot(&self, recipient: &Actor) -> ApiResult<ResearchSnapshot> {
+    /// `recipient`'s organization and whose hospital's ceiling for the recipient's role `policy`
+    /// meets. FORBIDDEN unless the caller is an insurer, researcher or agency; BAD_USER_INPUT,
+    /// naming the hospital, if the policy is above some consenting patient's hospital's ceiling.
+    pub async fn open_research_snapshot(
+        &self,
+        recipient: &Actor,
+        policy: &ExportPolicy,
+    ) -> ApiResult<ResearchSnapshot> {
         let client = self.pool.get().await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -39,10 +45,11 @@ impl Vault {
             cohort: ResearchCohort {
                 permits: Vec::new(),
                 consent_root: [0; 32],
+                hospitals: Vec::new(),
             },
         };
         snapshot.cohort = self
-            .authorize_research_cohort(recipient, snapshot.client()?)
+            .authorize_research_cohort(recipient, policy, snapshot.client()?)
             .await?;
         Ok(snapshot)
     }
@@ -63,6 +70,12 @@ impl ResearchSnapshot {
     /// The Merkle root over the research consents the cohort rests on.
     pub fn consent_root(&self) -> [u8; 32] {
         self.cohort.consent_root
+    }
+
+    /// The hospitals the cohort's consents came from, each with the ceiling its patients are
+    /// exported under (none: its patients were left out).
+    pub fn hospitals(&self) -> &[HospitalCeiling] {
+        &self.cohort.hospitals
     }
 
     /// The cohort's current profiles, decrypted into the exporter's person rows.
