@@ -435,9 +435,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
 
     // A bit flipped in a stored block of a stopped validator.
     cluster.kill(3);
-    let chain_file = cluster
-        .data_dir(3)
-        .join(CHAIN_FILE);
+    let chain_file = cluster.data_dir(3).join(CHAIN_FILE);
     let mut stored = std::fs::read(&chain_file).unwrap();
     let Entry::RecordAnchor { leaf } = anchor(777) else {
         unreachable!()

@@ -31,7 +31,9 @@ pub enum FrameFault {
     #[error("the file ends inside its {HEADER_LEN}-byte header")]
     TruncatedHeader,
     /// The file does not start with [`MAGIC`]: another file, or format 1 (no checksums).
-    #[error("no chain file header: not a chain file, or one written in format 1, which is not read")]
+    #[error(
+        "no chain file header: not a chain file, or one written in format 1, which is not read"
+    )]
     NotAChainFile,
     /// A format this build does not read.
     #[error("chain file format {found}, this build reads format {FORMAT_VERSION}")]

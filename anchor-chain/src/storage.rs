@@ -595,7 +595,11 @@ fn verify_chain_bytes(
     let mut state = ChainState::new(spec)
         .map_err(|e| fault_at(0, BlockLocation::Block(0), ChainFileFault::Replay(e)))?;
     let items = chain_file::items(bytes).map_err(|e| {
-        fault_at(e.offset, BlockLocation::After(0), ChainFileFault::Frame(e.fault))
+        fault_at(
+            e.offset,
+            BlockLocation::After(0),
+            ChainFileFault::Frame(e.fault),
+        )
     })?;
     let mut offsets = RecordOffsets::default();
     let mut unfinished_batch: Vec<(u64, Record)> = Vec::new();
@@ -841,10 +845,7 @@ impl ChainStore {
     /// them; so is one ahead of it, which a crash right after installing a snapshot (before the
     /// log is compacted to it) leaves.
     pub fn check_against_log(&self, log: &LogStore) -> Result<(), OpenError> {
-        let head_height = self
-            .state
-            .read()
-            .map_or(0, |state| state.head_height());
+        let head_height = self.state.read().map_or(0, |state| state.head_height());
         match log.mismatch_with_chain(self.checkpoint.last_applied, head_height)? {
             None | Some(LogMismatch::Behind { .. } | LogMismatch::Ahead { .. }) => Ok(()),
             Some(mismatch) => Err(OpenError::LogMismatch {
@@ -1150,14 +1151,19 @@ mod tests {
         assert!(report.pending_tail.is_empty(), "every block is final");
         let log = committed_log(&dir.path().join(LOG_FILE), &log_entries);
         assert_eq!(
-            log.mismatch_with_chain(stored.last_applied, BLOCKS).unwrap(),
+            log.mismatch_with_chain(stored.last_applied, BLOCKS)
+                .unwrap(),
             None
         );
 
         let reopened = ChainStore::open(&path, &spec).unwrap();
         assert_eq!(reopened.state.read().unwrap().head_height(), BLOCKS);
         reopened.check_against_log(&log).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "opening writes nothing");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "opening writes nothing"
+        );
     }
 
     #[tokio::test]
@@ -1176,7 +1182,10 @@ mod tests {
             file.write_all_at(&flipped[bit / 8..=bit / 8], (bit / 8) as u64)
                 .unwrap();
             let audited = ChainStore::read_verified(&path, &spec);
-            assert!(audited.is_err(), "the auditor read a chain with bit {bit} flipped");
+            assert!(
+                audited.is_err(),
+                "the auditor read a chain with bit {bit} flipped"
+            );
             let opened = ChainStore::open(&path, &spec);
             let refusal = corrupt(opened.err().unwrap());
             assert!(

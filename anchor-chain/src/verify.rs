@@ -379,10 +379,8 @@ impl Auditor {
         let need = members.finality_threshold();
         if have < need {
             self.pending.push((height, have, need));
-        } else if let Some(&(pending_height, have, need)) = self
-            .pending
-            .first()
-            .filter(|_| self.final_blocks_in_order)
+        } else if let Some(&(pending_height, have, need)) =
+            self.pending.first().filter(|_| self.final_blocks_in_order)
         {
             return Err(AuditError::NotFinal {
                 height: pending_height,
