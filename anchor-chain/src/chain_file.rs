@@ -139,43 +139,40 @@ impl<'a> Iterator for Items<'a> {
         if self.done || self.offset == self.bytes.len() {
             return None;
         }
-        let offset = self.offset;
-        let fail = |fault| {
-            Some(Err(FrameError {
-                offset: offset as u64,
-                fault,
-            }))
-        };
+        let item = self.read_at(self.offset);
+        match &item {
+            Ok(Item::Record { end, .. }) => self.offset = *end as usize,
+            Ok(Item::Incomplete { .. }) | Err(_) => self.done = true,
+        }
+        Some(item)
+    }
+}
+
+impl<'a> Items<'a> {
+    /// The record starting at `offset`, which is inside the file.
+    fn read_at(&self, offset: usize) -> Result<Item<'a>, FrameError> {
         let rest = &self.bytes[offset..];
+        let at = offset as u64;
+        let fail = |fault| Err(FrameError { offset: at, fault });
         let Some((length_bytes, length_crc)) = rest.get(..4).zip(rest.get(4..8)) else {
-            self.done = true;
-            return Some(Ok(Item::Incomplete {
-                offset: offset as u64,
-            }));
+            return Ok(Item::Incomplete { offset: at });
         };
         if crc32fast::hash(length_bytes).to_be_bytes() != length_crc {
-            self.done = true;
             return fail(FrameFault::DamagedLength);
         }
-        let length = u32::from_be_bytes(be_u32(length_bytes)) as usize;
-        let body_end = 8 + length;
+        let body_end = 8 + u32::from_be_bytes(be_u32(length_bytes)) as usize;
         let Some((body, body_crc)) = rest.get(8..body_end).zip(rest.get(body_end..body_end + 4))
         else {
-            self.done = true;
-            return Some(Ok(Item::Incomplete {
-                offset: offset as u64,
-            }));
+            return Ok(Item::Incomplete { offset: at });
         };
         if crc32fast::hash(body).to_be_bytes() != body_crc {
-            self.done = true;
             return fail(FrameFault::ChecksumMismatch);
         }
-        self.offset = offset + body_end + 4;
-        Some(Ok(Item::Record {
-            offset: offset as u64,
-            end: self.offset as u64,
+        Ok(Item::Record {
+            offset: at,
+            end: (offset + body_end + 4) as u64,
             body,
-        }))
+        })
     }
 }
 

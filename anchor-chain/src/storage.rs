@@ -1096,6 +1096,29 @@ mod tests {
         (spec, log)
     }
 
+    /// A clean five-block chain file in a fresh directory, with what made it.
+    struct CleanFile {
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        spec: GenesisSpec,
+        bytes: Vec<u8>,
+        log_entries: Vec<Entry<TypeConfig>>,
+    }
+
+    async fn clean_file() -> CleanFile {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CHAIN_FILE);
+        let (spec, log_entries) = five_signed_blocks(&path).await;
+        let bytes = std::fs::read(&path).unwrap();
+        CleanFile {
+            dir,
+            path,
+            spec,
+            bytes,
+            log_entries,
+        }
+    }
+
     /// A Raft log holding `entries`, all committed.
     fn committed_log(path: &Path, entries: &[Entry<TypeConfig>]) -> LogStore {
         let log = LogStore::open(path).unwrap();
@@ -1137,11 +1160,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_clean_chain_file_opens_and_verifies() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, log_entries) = five_signed_blocks(&path).await;
-        let bytes = std::fs::read(&path).unwrap();
-
+        let CleanFile {
+            dir,
+            path,
+            spec,
+            bytes,
+            log_entries,
+        } = clean_file().await;
         let stored = ChainStore::read_verified(&path, &spec).unwrap();
         assert_eq!(stored.state.head_height(), BLOCKS);
         let blocks: Vec<_> = (0..=BLOCKS)
@@ -1169,10 +1194,13 @@ mod tests {
     #[tokio::test]
     async fn every_single_bit_flip_is_refused_at_open_and_by_the_auditor_and_changes_nothing() {
         use std::os::unix::fs::FileExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, _) = five_signed_blocks(&path).await;
-        let bytes = std::fs::read(&path).unwrap();
+        let CleanFile {
+            dir,
+            path,
+            spec,
+            bytes,
+            ..
+        } = clean_file().await;
         // Flipped in place, one byte written and restored per bit: rewriting the whole file each
         // time costs a flush per truncation on some file systems and makes the test slow.
         let file = OpenOptions::new().write(true).open(&path).unwrap();
@@ -1210,16 +1238,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_truncated_file_is_an_error_or_a_checkpoint_the_raft_log_shows_is_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let clean = dir.path().join("clean");
-        let (spec, log_entries) = five_signed_blocks(&clean).await;
-        let bytes = std::fs::read(&clean).unwrap();
+        let CleanFile {
+            dir,
+            spec,
+            bytes,
+            log_entries,
+            ..
+        } = clean_file().await;
         let log = committed_log(&dir.path().join(LOG_FILE), &log_entries);
         let mut ends = checkpoint_ends(&bytes);
         assert_eq!(ends.len() as u64, BLOCKS + 1);
         ends.push(HEADER_LEN);
-        let path = dir.path().join(CHAIN_FILE);
         for cut in 0..bytes.len() as u64 {
+            // A new file per cut: truncating one file again and again flushes it each time on
+            // some file systems, which makes the test slow.
+            let path = dir.path().join(format!("cut-at-{cut}"));
             std::fs::write(&path, &bytes[..cut as usize]).unwrap();
             match ChainStore::read_verified(&path, &spec) {
                 Ok(stored) => {
@@ -1242,10 +1275,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_append_is_copied_aside_and_cut_back_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, _) = five_signed_blocks(&path).await;
-        let bytes = std::fs::read(&path).unwrap();
+        let CleanFile {
+            dir,
+            path,
+            spec,
+            bytes,
+            ..
+        } = clean_file().await;
         let ends = checkpoint_ends(&bytes);
         let durable_end = ends[ends.len() - 2];
         let torn = bytes.len() - 3;
@@ -1291,11 +1327,13 @@ mod tests {
 
     #[tokio::test]
     async fn records_with_valid_checksums_are_still_audited_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, _) = five_signed_blocks(&path).await;
-        let bytes = std::fs::read(&path).unwrap();
-
+        let CleanFile {
+            dir: _dir,
+            path,
+            spec,
+            bytes,
+            ..
+        } = clean_file().await;
         let restamped = reframe(&bytes, |item| match item {
             FileItem::Record(Record::Block(mut block)) if block.header.height == 3 => {
                 block.header.timestamp_ms += 1;
@@ -1329,9 +1367,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_format_1_file_is_refused_not_read_as_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, _) = five_signed_blocks(&dir.path().join("clean")).await;
+        let CleanFile {
+            dir: _dir,
+            path,
+            spec,
+            ..
+        } = clean_file().await;
         let mut format_1 = Vec::new();
         let body = encode(&FileItem::Checkpoint(Checkpoint {
             last_applied: Some(log_id(1)),
@@ -1351,10 +1392,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_file_the_raft_log_shows_lost_or_foreign_is_refused_one_behind_it_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(CHAIN_FILE);
-        let (spec, mut log_entries) = five_signed_blocks(&path).await;
-        let bytes = std::fs::read(&path).unwrap();
+        let CleanFile {
+            dir,
+            path,
+            spec,
+            bytes,
+            mut log_entries,
+        } = clean_file().await;
         let ends = checkpoint_ends(&bytes);
         std::fs::write(&path, &bytes[..ends[ends.len() - 2] as usize]).unwrap();
         let store = ChainStore::open(&path, &spec).unwrap();
