@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::fmt::{Debug, Display};
 use std::fs::{File, OpenOptions};
 use std::io::{Cursor, Write};
-use std::ops::RangeBounds;
+use std::ops::{ControlFlow, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -305,20 +305,26 @@ impl LogStore {
             return Ok(None);
         };
         let first_unapplied = applied_index.map_or(0, |index| index + 1);
-        let unapplied = self
-            .read_entries(first_unapplied..=committed.index)
-            .map_err(read_failed)?;
-        let first_missing = unapplied.iter().find(|entry| match &entry.payload {
-            EntryPayload::Normal(proposal) => {
-                !proposal.entries.is_empty() || !proposal.signatures.is_empty()
+        let mut first_missing = None;
+        self.scan_entries(first_unapplied..=committed.index, |entry| {
+            let adds_to_the_chain = match &entry.payload {
+                EntryPayload::Normal(proposal) => {
+                    !proposal.entries.is_empty() || !proposal.signatures.is_empty()
+                }
+                EntryPayload::Blank | EntryPayload::Membership(_) => false,
+            };
+            if adds_to_the_chain {
+                first_missing = Some(entry.log_id.index);
+                return ControlFlow::Break(());
             }
-            EntryPayload::Blank | EntryPayload::Membership(_) => false,
-        });
-        Ok(first_missing.map(|entry| LogMismatch::Behind {
+            ControlFlow::Continue(())
+        })
+        .map_err(read_failed)?;
+        Ok(first_missing.map(|first_missing| LogMismatch::Behind {
             head_height,
             applied: applied_index,
             committed: committed.index,
-            first_missing: entry.log_id.index,
+            first_missing,
         }))
     }
 
@@ -393,17 +399,32 @@ impl LogStore {
         &self,
         range: impl RangeBounds<u64>,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let mut entries = Vec::new();
+        self.scan_entries(range, |entry| {
+            entries.push(entry);
+            ControlFlow::Continue(())
+        })?;
+        Ok(entries)
+    }
+
+    /// Hands the entries in `range` to `visit` in order, one at a time, until it breaks.
+    fn scan_entries(
+        &self,
+        range: impl RangeBounds<u64>,
+        mut visit: impl FnMut(Entry<TypeConfig>) -> ControlFlow<()>,
+    ) -> Result<(), StorageError<NodeId>> {
         let read = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::read_logs(openraft::AnyError::error(e))
         };
         let txn = self.db.begin_read().map_err(|e| read(&e))?;
         let table = txn.open_table(LOGS).map_err(|e| read(&e))?;
-        let mut entries = Vec::new();
         for item in table.range(range).map_err(|e| read(&e))? {
             let (_, value) = item.map_err(|e| read(&e))?;
-            entries.push(decode(value.value()).map_err(|e| read(&e))?);
+            if visit(decode(value.value()).map_err(|e| read(&e))?).is_break() {
+                break;
+            }
         }
-        Ok(entries)
+        Ok(())
     }
 }
 
