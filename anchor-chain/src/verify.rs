@@ -786,6 +786,34 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_chain_may_hold_a_final_block_after_a_pending_one() {
+        let mut chain = TestChain::new();
+        chain.push_signed(chain.next_block(anchors(1, 2)), &[1]);
+        chain.push_signed(chain.next_block(anchors(2, 2)), &[1, 2]);
+        assert!(matches!(
+            audit(&chain),
+            Err(AuditError::NotFinal { height: 1, .. })
+        ));
+        let mut stored = Auditor::for_stored_chain(chain.genesis_hash());
+        for block in &chain.blocks {
+            stored.push(block).unwrap();
+        }
+        assert_eq!(stored.finish().unwrap().pending_tail, vec![1]);
+
+        chain.blocks[2].signatures[1].signature.0[3] ^= 1;
+        let mut stored = Auditor::for_stored_chain(chain.genesis_hash());
+        let refusal = chain.blocks.iter().try_for_each(|block| stored.push(block));
+        assert!(matches!(
+            refusal,
+            Err(AuditError::BadSignature {
+                height: 2,
+                signer: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn an_admitted_member_signs_from_the_next_block() {
         let mut chain = TestChain::new();
         let action = GovernanceAction::Admit {
