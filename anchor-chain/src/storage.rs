@@ -1296,19 +1296,17 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupted_append_is_copied_aside_and_cut_back_at_open() {
-        let CleanFile {
-            dir,
-            path,
-            spec,
-            bytes,
-            ..
-        } = clean_file().await;
-        let ends = checkpoint_ends(&bytes);
+        let clean = clean_file().await;
+        let ends = checkpoint_ends(&clean.bytes);
         let durable_end = ends[ends.len() - 2];
-        let torn = bytes.len() - 3;
-        std::fs::write(&path, &bytes[..torn]).unwrap();
+        let torn = clean.bytes.len() - 3;
+        std::fs::write(&clean.path, &clean.bytes[..torn]).unwrap();
 
-        let refusal = corrupt(ChainStore::read_verified(&path, &spec).err().unwrap());
+        let refusal = corrupt(
+            ChainStore::read_verified(&clean.path, &clean.spec)
+                .err()
+                .unwrap(),
+        );
         assert!(matches!(
             refusal.fault,
             ChainFileFault::InterruptedAppend { .. }
@@ -1316,18 +1314,19 @@ mod tests {
         assert_eq!(refusal.offset, durable_end);
         assert_eq!(refusal.location, BlockLocation::After(BLOCKS));
 
-        let store = ChainStore::open(&path, &spec).unwrap();
+        let store = ChainStore::open(&clean.path, &clean.spec).unwrap();
         assert_eq!(store.checkpoint.last_applied, Some(log_id(BLOCKS)));
         assert_eq!(
-            std::fs::read(&path).unwrap(),
-            &bytes[..durable_end as usize]
+            std::fs::read(&clean.path).unwrap(),
+            &clean.bytes[..durable_end as usize]
         );
-        let aside = dir
+        let aside = clean
+            .dir
             .path()
             .join(format!("{CHAIN_FILE}.interrupted-at-{durable_end}"));
         assert_eq!(
             std::fs::read(aside).unwrap(),
-            &bytes[durable_end as usize..torn]
+            &clean.bytes[durable_end as usize..torn]
         );
     }
 
