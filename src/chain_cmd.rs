@@ -9,7 +9,7 @@ use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
 use medvault_anchor_chain::state::ChainState;
-use medvault_anchor_chain::storage::{ChainStore, CHAIN_FILE};
+use medvault_anchor_chain::storage::{ChainStore, CHAIN_FILE, LOG_FILE};
 use medvault_anchor_chain::types::{
     Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
     PublicKeyBytes,
@@ -123,7 +123,8 @@ pub struct ChainSource {
     /// A validator's `host:port`; repeat to cross-check several.
     #[arg(long = "node")]
     nodes: Vec<String>,
-    /// Read a stopped validator's chain file from its data directory instead (needs --genesis).
+    /// Read a stopped validator's chain file from its data directory instead (needs --genesis):
+    /// every record is checked, and the head is compared with the Raft log when there is one.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The genesis spec to trust; its hash must match the chain's block 0.
@@ -381,7 +382,12 @@ async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditedChain> {
     let mut stored_state = None;
     if let Some(dir) = &source.data_dir {
         let spec = spec.as_ref().context("--data-dir needs --genesis")?;
-        let state = ChainStore::read_blocks(&dir.join(CHAIN_FILE), spec)?;
+        let stored = ChainStore::read_verified(&dir.join(CHAIN_FILE), spec)?;
+        let log = dir.join(LOG_FILE);
+        if log.exists() {
+            stored.check_against_log(&log)?;
+        }
+        let state = stored.state;
         let blocks = (0..=state.head_height())
             .filter_map(|height| state.block(height).cloned())
             .collect();

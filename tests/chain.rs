@@ -1,16 +1,19 @@
 //! The anchor chain as separate validator processes of the real `medvault` binary on 127.0.0.1:
 //! a leader killed with SIGKILL under load, a fourth organization admitted by governance, and
 //! the auditor catching a flipped bit, a forged signature, a non-member's block and an
-//! equivocating pair. Also `medvault audit export` checking an export's anchor in the files of
-//! a stopped embedded chain.
+//! equivocating pair. Also `medvault audit chain` refusing a stopped embedded chain's file when
+//! it is damaged, cut short or behind its Raft log, and `medvault audit export` checking an
+//! export's anchor in such files.
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use ed25519_dalek::SigningKey;
 use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
+use medvault_anchor_chain::chain_file;
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::state::EntryOutcome;
+use medvault_anchor_chain::storage::CHAIN_FILE;
 use medvault_anchor_chain::types::{
     ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member, MemberId,
 };
@@ -432,9 +435,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
 
     // A bit flipped in a stored block of a stopped validator.
     cluster.kill(3);
-    let chain_file = cluster
-        .data_dir(3)
-        .join(medvault_anchor_chain::storage::CHAIN_FILE);
+    let chain_file = cluster.data_dir(3).join(CHAIN_FILE);
     let mut stored = std::fs::read(&chain_file).unwrap();
     let Entry::RecordAnchor { leaf } = anchor(777) else {
         unreachable!()
@@ -456,7 +457,7 @@ async fn three_validators_survive_a_killed_leader_admit_a_fourth_and_audit() {
     ]);
     let complaint = String::from_utf8_lossy(&audit.stderr);
     assert!(
-        !audit.status.success() && complaint.contains("entries hash to root"),
+        !audit.status.success() && complaint.contains("checksum does not match its contents"),
         "flipped bit missed: {complaint}"
     );
 
@@ -602,6 +603,95 @@ fn manifest_entry(export: &Path) -> Entry {
     }
 }
 
+/// Stops an embedded chain once its validator has signed every block, so that its files audit.
+async fn stop_once_signed(chain: EmbeddedChain) {
+    let start = Instant::now();
+    while !(0..=chain.head_height()).all(|height| {
+        chain
+            .block(height)
+            .is_some_and(|b| !b.signatures.is_empty())
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the embedded validator never signed its blocks"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chain.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_chain_refuses_a_damaged_or_cut_chain_file_and_one_behind_its_raft_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain_dir = dir.path().join("chain");
+    let chain = EmbeddedChain::open(&chain_dir).await.unwrap();
+    for i in 0..5 {
+        chain.submit(vec![anchor(i)]).await.unwrap();
+    }
+    stop_once_signed(chain).await;
+    let genesis = chain_dir.join("genesis.json");
+    let audit = || {
+        medvault(&[
+            "audit",
+            "chain",
+            "--data-dir",
+            chain_dir.to_str().unwrap(),
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ])
+    };
+    let clean = audit();
+    let summary = String::from_utf8_lossy(&clean.stdout);
+    assert!(
+        clean.status.success() && summary.contains("\"head_height\": 5"),
+        "{summary}{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    let path = chain_dir.join(CHAIN_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let refused = |damaged: &[u8], complaint: &str| {
+        std::fs::write(&path, damaged).unwrap();
+        let audit = audit();
+        let stderr = String::from_utf8_lossy(&audit.stderr);
+        assert!(
+            !audit.status.success() && stderr.contains(complaint),
+            "expected `{complaint}`: {stderr}"
+        );
+    };
+    let mut length_flipped = bytes.clone();
+    length_flipped[chain_file::HEADER_LEN as usize + 3] ^= 0x01;
+    refused(
+        &length_flipped,
+        &format!(
+            "{}: byte 12, after block 0: the record's length field is damaged",
+            path.display()
+        ),
+    );
+    refused(&bytes[..bytes.len() - 5], "interrupted by a crash");
+    let record_ends: Vec<usize> = chain_file::items(&bytes)
+        .unwrap()
+        .filter_map(|item| match item.unwrap() {
+            chain_file::Item::Record { end, .. } => Some(end as usize),
+            chain_file::Item::Incomplete { .. } => None,
+        })
+        .collect();
+    for &end in &record_ends[..record_ends.len() - 1] {
+        std::fs::write(&path, &bytes[..end]).unwrap();
+        let audit = audit();
+        let stderr = String::from_utf8_lossy(&audit.stderr);
+        assert!(
+            !audit.status.success()
+                && (stderr.contains("interrupted by a crash")
+                    || stderr.contains("that it does not hold")),
+            "a file cut at byte {end} of {} audited: {stderr}",
+            bytes.len()
+        );
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(audit().status.success(), "the restored file audits again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
     let dir = tempfile::tempdir().unwrap();
@@ -624,20 +714,7 @@ async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
     let EntryOutcome::Anchored(receipt) = &outcomes[0] else {
         panic!("manifest refused: {outcomes:?}")
     };
-    let start = Instant::now();
-    while !(0..=chain.head_height()).all(|height| {
-        chain
-            .block(height)
-            .is_some_and(|b| !b.signatures.is_empty())
-    }) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the embedded validator never signed its blocks"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    chain.shutdown().await;
-    drop(chain);
+    stop_once_signed(chain).await;
 
     let genesis = chain_dir.join("genesis.json");
     let audit_export = |export_dir: &Path| {

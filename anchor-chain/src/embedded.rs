@@ -178,4 +178,39 @@ mod tests {
         assert_eq!(verify_entry(&proof, &report), Ok(()));
         chain.shutdown().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tampered_chain_file_is_refused_at_open_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = EmbeddedChain::open(dir.path()).await.unwrap();
+        let leaf = Hash32::digest(&[b"tampered"]);
+        chain
+            .submit(vec![Entry::RecordAnchor { leaf }])
+            .await
+            .unwrap();
+        chain.shutdown().await;
+        drop(chain);
+
+        let path = dir.path().join(crate::storage::CHAIN_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes
+            .windows(32)
+            .position(|window| window == leaf.0)
+            .unwrap();
+        bytes[at + 5] ^= 0x04;
+        std::fs::write(&path, &bytes).unwrap();
+        let refusal = EmbeddedChain::open(dir.path())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refusal.contains(&path.display().to_string())
+                && refusal.contains("byte ")
+                && refusal.contains("after block 0")
+                && refusal.contains("checksum"),
+            "{refusal}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is as found");
+    }
 }

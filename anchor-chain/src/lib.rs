@@ -2,7 +2,8 @@
 //!
 //! Module map (see ARCHITECTURE.md): [`types`], [`merkle`], [`block`] and [`governance`] are pure
 //! data and rules; [`verify`] is the auditor and depends on nothing else; [`state`] applies ordered
-//! proposals to the chain deterministically; [`storage`] makes the Raft log and the chain durable;
+//! proposals to the chain deterministically; [`storage`] makes the Raft log and the chain durable
+//! (the chain file in the checksummed framing of [`chain_file`], verified at every open);
 //! [`consensus`] replicates proposals with openraft; [`node`] runs a validator (batching, signing,
 //! membership) and [`api`] serves it over HTTP; [`client`] and [`embedded`] are the two ways the
 //! rest of medvault uses a chain.
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod block;
+pub mod chain_file;
 pub mod client;
 pub mod consensus;
 pub mod embedded;

@@ -108,6 +108,7 @@ impl Validator {
         })?;
         let log = LogStore::open(&config.data_dir.join(LOG_FILE))?;
         let chain = ChainStore::open(&config.data_dir.join(CHAIN_FILE), &config.genesis)?;
+        chain.check_against_log(&log)?;
         let state = chain.state();
         let head = chain.subscribe();
         let http = reqwest::Client::builder()
