@@ -79,11 +79,6 @@ impl ChainClient {
         ChainClient { base, http }
     }
 
-    /// The validator's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     async fn answer<T: DeserializeOwned>(
         url: String,
         sent: reqwest::Result<reqwest::Response>,

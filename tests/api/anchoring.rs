@@ -1,9 +1,10 @@
 //! Record versions reach the anchor chain: the worker drains the outbox into an embedded
-//! validator and each leaf has an inclusion proof in a signed block.
+//! validator and each leaf has an inclusion proof, checked as an auditor would, in a final block.
 
 use crate::helpers::{spawn_app, CareTeam};
 use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_anchor_chain::types::{Entry, Hash32};
+use medvault_anchor_chain::verify::{audit_chain, verify_entry};
 use medvault_server::anchoring::anchor_pending;
 use serde_json::json;
 
@@ -64,7 +65,24 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
         .await[0]
         .get::<_, i64>(0);
     assert_eq!(proof.header.height as i64, height);
-    assert!(!proof.signatures.is_empty(), "the block is signed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let blocks = loop {
+        let blocks: Vec<_> = (0..=chain.head_height())
+            .filter_map(|height| chain.block(height))
+            .collect();
+        if blocks.iter().all(|block| !block.signatures.is_empty())
+            || std::time::Instant::now() > deadline
+        {
+            break blocks;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let report = audit_chain(&blocks, None).expect("the chain audits");
+    assert_eq!(
+        verify_entry(&proof, &report),
+        Ok(()),
+        "the inclusion path and the block's signatures check out"
+    );
     chain.shutdown().await;
     let _ = std::fs::remove_dir_all(chain_dir);
 }

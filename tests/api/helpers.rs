@@ -112,7 +112,8 @@ impl Answer {
         self.body["errors"][0]["extensions"]["code"].as_str()
     }
 
-    /// Asserts the request failed with `code` and returned no data for it.
+    /// Asserts the request failed with `code` and returned no data: `data` is absent, null, or
+    /// null in every field.
     pub fn expect_error(&self, code: &str) {
         assert_eq!(
             self.error_code(),
@@ -120,6 +121,13 @@ impl Answer {
             "expected {code}, got {:#}",
             self.body
         );
+        let data = &self.body["data"];
+        let nothing = match data {
+            Value::Null => true,
+            Value::Object(fields) => fields.values().all(Value::is_null),
+            _ => false,
+        };
+        assert!(nothing, "{code} came with data: {:#}", self.body);
     }
 }
 
@@ -141,7 +149,9 @@ impl TestApp {
         }
         let response = request.send().await.expect("send request");
         let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
+        let text = response.text().await.expect("read the answer");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("the answer ({status}) is not JSON: {text}"));
         Answer { status, body }
     }
 
