@@ -3,20 +3,19 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use medvault_anchor_chain::api;
-use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
+use medvault_anchor_chain::audit::{
+    audit_sources, audited_inclusion, audited_manifest_anchor, ChainSources,
+};
+use medvault_anchor_chain::block::{Block, ValidatorKey};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
-use medvault_anchor_chain::state::ChainState;
-use medvault_anchor_chain::storage::{ChainStore, CHAIN_FILE, LOG_FILE};
 use medvault_anchor_chain::types::{
     Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
     PublicKeyBytes,
 };
-use medvault_anchor_chain::verify::{
-    audit_chain, check_conflict, verify_entry, AuditReport, AuditSummary, EntryProof,
-};
+use medvault_anchor_chain::verify::AuditSummary;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -139,21 +138,22 @@ pub struct ChainSource {
 }
 
 impl ChainSource {
-    /// Whether any chain flag was given: `audit export` checks the anchor only then.
-    fn is_given(&self) -> bool {
-        !self.nodes.is_empty()
-            || self.data_dir.is_some()
-            || self.genesis.is_some()
-            || self.genesis_hash.is_some()
-            || self.allow_pending
+    /// The sources as the auditor takes them, with the genesis spec read and the hash parsed.
+    fn to_sources(&self) -> anyhow::Result<ChainSources> {
+        let genesis: Option<GenesisSpec> = self.genesis.as_deref().map(read_json).transpose()?;
+        let genesis_hash = self
+            .genesis_hash
+            .as_deref()
+            .map(|hex| Hash32::from_hex(hex).context("--genesis-hash must be 64 hex digits"))
+            .transpose()?;
+        Ok(ChainSources {
+            nodes: self.nodes.clone(),
+            data_dir: self.data_dir.clone(),
+            genesis,
+            genesis_hash,
+            allow_pending: self.allow_pending,
+        })
     }
-}
-
-/// A source's audited chain, with the chain state read from --data-dir when one was given, so
-/// that proofs can be taken from the very blocks that were audited.
-struct AuditedChain {
-    report: AuditReport,
-    stored_state: Option<ChainState>,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -272,15 +272,15 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         match command {
             AuditCommand::Chain(source) => {
-                let audited = audit_source(&source).await?;
+                let audited = audit_sources(&source.to_sources()?).await?;
                 println!("{}", to_json(&AuditSummary::of(&audited.report)));
                 Ok(())
             }
-            AuditCommand::Export { dir, source } => audit_export(&dir, &source).await,
+            AuditCommand::Export { dir, source } => audit_export(&dir, &source.to_sources()?).await,
             AuditCommand::Entry { source, hash } => {
                 let hash =
                     Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
-                let proof = audited_inclusion(&source, &hash)
+                let proof = audited_inclusion(&source.to_sources()?, &hash)
                     .await?
                     .context("the entry is not anchored")?;
                 println!(
@@ -295,24 +295,15 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
 
 /// Checks an export's files and signature, and, given a chain source, that its manifest is
 /// anchored on that chain after the height the manifest says it was made at.
-async fn audit_export(dir: &Path, source: &ChainSource) -> anyhow::Result<()> {
+async fn audit_export(dir: &Path, sources: &ChainSources) -> anyhow::Result<()> {
     let manifest = medvault_exporter::verify_export(dir)?;
     let manifest_sha3 = medvault_exporter::manifest::manifest_hash(dir)?;
-    let anchor = if source.is_given() {
+    let anchor = if sources.is_given() {
         let manifest_hash =
             Hash32::from_hex(&manifest_sha3).context("the manifest hash is not 32 bytes")?;
-        let entry_hash = Entry::ExportManifest { manifest_hash }.hash();
-        let proof = audited_inclusion(source, &entry_hash)
+        let proof = audited_manifest_anchor(sources, manifest_hash, manifest.chain_height)
             .await?
             .context("the export's manifest hash is not anchored on this chain")?;
-        if proof.header.height < manifest.chain_height {
-            bail!(
-                "the export's manifest is anchored in block {}, before the chain height {} it \
-                 says it was made at",
-                proof.header.height,
-                manifest.chain_height
-            );
-        }
         Some(proof)
     } else {
         None
@@ -341,88 +332,4 @@ async fn audit_export(dir: &Path, source: &ChainSource) -> anyhow::Result<()> {
         ),
     }
     Ok(())
-}
-
-/// Audits the source's chain, then checks that `entry_hash` is in one of its final blocks.
-/// Returns the checked proof, or `None` when the chain does not hold the entry.
-async fn audited_inclusion(
-    source: &ChainSource,
-    entry_hash: &Hash32,
-) -> anyhow::Result<Option<EntryProof>> {
-    let audited = audit_source(source).await?;
-    let proof = if let Some(state) = &audited.stored_state {
-        state.proof(entry_hash)
-    } else if let Some(node) = source.nodes.first() {
-        ChainClient::new(node).proof(entry_hash).await?
-    } else {
-        bail!("give --node or --data-dir to fetch the proof from");
-    };
-    let Some(proof) = proof else {
-        return Ok(None);
-    };
-    let proven = proof.entry.hash();
-    if proven != *entry_hash {
-        bail!("asked for a proof of entry {entry_hash}, the chain source proved entry {proven}");
-    }
-    verify_entry(&proof, &audited.report)?;
-    Ok(Some(proof))
-}
-
-/// Audits each source's chain, then compares the chains height by height.
-async fn audit_source(source: &ChainSource) -> anyhow::Result<AuditedChain> {
-    let spec: Option<GenesisSpec> = source.genesis.as_deref().map(read_json).transpose()?;
-    let trusted = match (&spec, &source.genesis_hash) {
-        (Some(spec), _) => Some(Block::genesis(spec).header.hash()),
-        (None, Some(hash)) => {
-            Some(Hash32::from_hex(hash).context("--genesis-hash must be 64 hex digits")?)
-        }
-        (None, None) => None,
-    };
-    let mut chains: Vec<(String, Vec<SignedBlock>)> = Vec::new();
-    let mut stored_state = None;
-    if let Some(dir) = &source.data_dir {
-        let spec = spec.as_ref().context("--data-dir needs --genesis")?;
-        let stored = ChainStore::read_verified(&dir.join(CHAIN_FILE), spec)?;
-        let log = dir.join(LOG_FILE);
-        if log.exists() {
-            stored.check_against_log(&log)?;
-        }
-        let state = stored.state;
-        let blocks = (0..=state.head_height())
-            .filter_map(|height| state.block(height).cloned())
-            .collect();
-        chains.push((dir.display().to_string(), blocks));
-        stored_state = Some(state);
-    }
-    for node in &source.nodes {
-        chains.push((node.clone(), ChainClient::new(node).all_blocks().await?));
-    }
-    let mut reports = Vec::new();
-    for (name, blocks) in &chains {
-        let report = audit_chain(blocks, trusted).with_context(|| format!("auditing {name}"))?;
-        if !source.allow_pending && !report.pending_tail.is_empty() {
-            bail!(
-                "{name}: blocks {:?} are not yet signed by a majority",
-                report.pending_tail
-            );
-        }
-        reports.push(report);
-    }
-    for (index, (name, blocks)) in chains.iter().enumerate().skip(1) {
-        let (first_name, first_blocks) = &chains[0];
-        for (mine, theirs) in blocks.iter().zip(first_blocks) {
-            let height = mine.block.header.height;
-            let members = reports[index].members.at(height).context("member set")?;
-            check_conflict(theirs, mine, members)
-                .with_context(|| format!("comparing {first_name} with {name}"))?;
-        }
-    }
-    let report = reports
-        .into_iter()
-        .next()
-        .context("give --node or --data-dir")?;
-    Ok(AuditedChain {
-        report,
-        stored_state,
-    })
 }

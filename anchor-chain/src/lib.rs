@@ -6,11 +6,13 @@
 //! (the chain file in the checksummed framing of [`chain_file`], verified at every open);
 //! [`consensus`] replicates proposals with openraft; [`node`] runs a validator (batching, signing,
 //! membership) and [`api`] serves it over HTTP; [`client`] and [`embedded`] are the two ways the
-//! rest of medvault uses a chain.
+//! rest of medvault uses a chain; [`audit`] audits real sources (data directories, running
+//! validators) with [`verify`] and cross-checks them, for `medvault audit`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod block;
 pub mod chain_file;
 pub mod client;
