@@ -150,23 +150,26 @@ async fn try_login(app: &TestApp, username: &str, password: &str) -> crate::help
     .await
 }
 
-fn quick_throttle() -> LoginThrottle {
-    LoginThrottle {
-        account_free_failures: 5,
-        address_free_failures: 12,
-        first_lock: Duration::from_secs(2),
-        ..LoginThrottle::default()
-    }
-}
-
-#[tokio::test]
-async fn failed_logins_lock_the_account_and_a_right_password_waits_too() {
+/// A server whose locks start at 2 s and whose addresses lock after 12 failures, with an admin
+/// `victim` to guess the password of.
+async fn throttled_app() -> TestApp {
     let app = spawn_app_with(AppOptions {
-        login_throttle: quick_throttle(),
+        login_throttle: LoginThrottle {
+            account_free_failures: 5,
+            address_free_failures: 12,
+            first_lock: Duration::from_secs(2),
+            ..LoginThrottle::default()
+        },
         ..AppOptions::default()
     })
     .await;
     app.bootstrap_admin("St. Mary's", "victim").await;
+    app
+}
+
+#[tokio::test]
+async fn failed_logins_lock_the_account_and_a_right_password_waits_too() {
+    let app = throttled_app().await;
     for _ in 0..5 {
         try_login(&app, "victim", "wrong")
             .await
@@ -207,12 +210,7 @@ async fn failed_logins_lock_the_account_and_a_right_password_waits_too() {
 
 #[tokio::test]
 async fn parallel_guesses_get_no_more_tries_than_sequential_ones() {
-    let app = spawn_app_with(AppOptions {
-        login_throttle: quick_throttle(),
-        ..AppOptions::default()
-    })
-    .await;
-    app.bootstrap_admin("St. Mary's", "victim").await;
+    let app = throttled_app().await;
     let guesses = (0..40).map(|i| {
         let app = &app;
         async move { try_login(app, "victim", &format!("wrong-{i}")).await }
@@ -232,12 +230,7 @@ async fn parallel_guesses_get_no_more_tries_than_sequential_ones() {
 
 #[tokio::test]
 async fn one_address_guessing_many_accounts_is_locked_too() {
-    let app = spawn_app_with(AppOptions {
-        login_throttle: quick_throttle(),
-        ..AppOptions::default()
-    })
-    .await;
-    app.bootstrap_admin("St. Mary's", "victim").await;
+    let app = throttled_app().await;
     for i in 0..12 {
         try_login(&app, &format!("nobody-{i}"), "wrong")
             .await
