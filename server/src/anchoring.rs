@@ -145,8 +145,9 @@ pub struct AnchoringWorker {
 }
 
 impl AnchoringWorker {
-    /// Starts draining the outbox of `pool` onto `chain`.
-    pub fn start(pool: Pool, chain: EmbeddedChain) -> Self {
+    /// Starts draining the outbox of `pool` onto `chain`. Crate-private: only
+    /// `startup::Services::start` starts the worker.
+    pub(crate) fn start(pool: Pool, chain: EmbeddedChain) -> Self {
         let chain = Arc::new(chain);
         let wake = Arc::new(Notify::new());
         let (report, passes) = watch::channel(Passes::default());
