@@ -5,12 +5,13 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
-use medvault_server::configuration::ServerSettings;
-use medvault_server::crypto::MasterKey;
+use medvault_server::configuration::{
+    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
+};
 use medvault_server::database;
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
-use medvault_server::vault::{NewStaffUser, Vault};
+use medvault_server::vault::NewStaffUser;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,15 +44,19 @@ impl Fixture {
             .create_database()
             .await
             .expect("database");
-        let pool = database::connect_pool(&url, 32).expect("pool");
-        database::migrate(&pool).await.expect("migrate");
-        let master = MasterKey::from_hex(&"42".repeat(32)).expect("key");
-        let vault = Vault::new(pool, master, chrono::Duration::hours(2));
-        let settings = ServerSettings {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            ..ServerSettings::default()
+        let config = ApplicationConfig {
+            settings: ServerSettings {
+                bind: "127.0.0.1:0".parse().expect("addr"),
+                pool_size: 32,
+                session_ttl: chrono::Duration::hours(2),
+                ..ServerSettings::default()
+            },
+            database_url: url.clone(),
+            master_key: MasterKeySource::Hex("42".repeat(32)),
+            chain: ChainTarget::None,
         };
-        let application = Application::build(&settings, vault.clone()).expect("app");
+        let application = Application::build(config).await.expect("app");
+        let vault = application.services().vault().clone();
         let endpoint = format!("http://127.0.0.1:{}/graphql", application.port());
         tokio::spawn(application.run_until_stopped());
 

@@ -1,14 +1,13 @@
 //! `medvault export`: the operator's anonymized export, made straight from the vault's database
 //! for a recipient account, with a progress bar.
 
-use crate::vault_cmd::{open_database, open_vault, StorageArgs};
+use crate::vault_cmd::{open_database, StorageArgs};
 use anyhow::{bail, Context};
 use clap::Args;
-use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_exporter::ExportPolicy;
-use medvault_server::anchoring;
-use medvault_server::configuration::ServerSettings;
-use medvault_server::exports::{ExportProgress, Exports};
+use medvault_server::configuration::{ChainTarget, ServerSettings};
+use medvault_server::exports::ExportProgress;
+use medvault_server::startup::Services;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,15 +45,21 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     crate::vault_cmd::runtime()?.block_on(async {
         let settings = ServerSettings {
             pool_size: 4,
+            operator_name: args.operator_name.clone(),
             ..ServerSettings::default()
         };
+        let chain = match &args.chain_dir {
+            Some(dir) => ChainTarget::Embedded(dir.clone()),
+            None => ChainTarget::None,
+        };
         let database = open_database(Some(database_url)).await?;
-        let vault = open_vault(&args.storage, &database, &settings).await?;
-        let requester = vault
+        let services = Services::start(&args.storage.config(&database, settings, chain)).await?;
+        let requester = services
+            .vault()
             .actor_by_username(&args.requester)
             .await
             .map_err(|error| anyhow::anyhow!("--requester: {}", error.message()))?;
-        let exports = Exports::new(vault.clone(), settings.export_dir, args.operator_name);
+        let exports = services.exports();
         let progress = Arc::new(ExportProgress::default());
         let bar = indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
@@ -98,18 +103,13 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
                 .map_or_else(|| "-".to_owned(), |l| l.to_string()),
             hex::encode(digest),
         );
-        match &args.chain_dir {
-            Some(chain_dir) => {
-                let chain = EmbeddedChain::open(chain_dir)
-                    .await
-                    .context("opening the embedded anchor chain")?;
-                let anchored = async {
-                    while anchoring::anchor_pending(vault.pool(), &chain).await? > 0 {}
-                    anyhow::Ok(chain.head_height())
-                }
-                .await;
-                chain.shutdown().await;
-                println!("anchored: the chain's head is at height {}", anchored?);
+        match services.anchoring() {
+            Some(anchoring) => {
+                let anchored = anchoring.wait_until_anchored().await;
+                let height = anchoring.chain().head_height();
+                services.stop().await;
+                anchored?;
+                println!("anchored: the chain's head is at height {height}");
             }
             None => println!(
                 "queued for anchoring: a server's anchoring worker puts the manifest hash on the chain"

@@ -2,20 +2,18 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use medvault_anchor_chain::embedded::EmbeddedChain;
-use medvault_server::configuration::{MasterKeySource, ServerSettings};
+use medvault_server::configuration::{
+    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
+};
 use medvault_server::demo::{self, DemoSize};
-use medvault_server::exports::Exports;
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ThrowawayCluster;
-use medvault_server::startup::Application;
-use medvault_server::vault::{NewStaffUser, Vault};
-use medvault_server::{anchoring, database, domain::Role, telemetry};
+use medvault_server::startup::{Application, Services};
+use medvault_server::vault::NewStaffUser;
+use medvault_server::{database, domain::Role, telemetry};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 /// Where the database and the master key come from.
 #[derive(Args)]
@@ -133,20 +131,25 @@ pub async fn open_database(database_url: Option<String>) -> anyhow::Result<Datab
     })
 }
 
-pub async fn open_vault(
-    storage: &StorageArgs,
-    database: &Database,
-    settings: &ServerSettings,
-) -> anyhow::Result<Vault> {
-    let master_key = match &storage.master_key {
-        Some(hex) => MasterKeySource::Hex(hex.clone()),
-        None => MasterKeySource::File(storage.master_key_file.clone()),
-    };
-    let pool = database::connect_pool(&database.url, settings.pool_size)?;
-    database::migrate(&pool)
-        .await
-        .context("migrating the database")?;
-    Ok(Vault::open(pool, &master_key, settings.session_ttl).await?)
+impl StorageArgs {
+    /// The configuration of a process over `database` with this master key.
+    pub fn config(
+        &self,
+        database: &Database,
+        settings: ServerSettings,
+        chain: ChainTarget,
+    ) -> ApplicationConfig {
+        let master_key = match &self.master_key {
+            Some(hex) => MasterKeySource::Hex(hex.clone()),
+            None => MasterKeySource::File(self.master_key_file.clone()),
+        };
+        ApplicationConfig {
+            settings,
+            database_url: database.url.clone(),
+            master_key,
+            chain,
+        }
+    }
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -164,14 +167,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             graphiql: true,
             ..ServerSettings::default()
         };
-        let listener = Application::bind(&settings)?;
         let database = open_database(args.storage.database_url.clone()).await?;
-        let vault = open_vault(&args.storage, &database, &settings).await?;
-        let chain = Arc::new(
-            EmbeddedChain::open(&args.chain_dir)
-                .await
-                .context("starting the embedded anchor chain")?,
-        );
+        let chain = ChainTarget::Embedded(args.chain_dir.clone());
+        let application =
+            Application::build(args.storage.config(&database, settings, chain)).await?;
+        let services = application.services();
         let size = DemoSize {
             patients_per_hospital: args.patients_per_hospital,
             records_per_patient: args.records_per_patient,
@@ -183,12 +183,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let exports = Exports::new(
-            vault.clone(),
-            settings.export_dir.clone(),
-            settings.operator_name.clone(),
-        );
-        let logins = demo::seed(&vault, &exports, size, |done, total| {
+        let logins = demo::seed(services.vault(), services.exports(), size, |done, total| {
             bar.set_length(total);
             bar.set_position(done);
         })
@@ -201,20 +196,21 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
         })?;
         bar.finish();
-        while anchoring::anchor_pending(vault.pool(), &chain).await? > 0 {}
-        let worker = anchoring::spawn(vault.pool().clone(), chain.clone(), Duration::from_secs(1));
+        let anchoring = services
+            .anchoring()
+            .context("the demo started without an anchoring worker")?;
+        anchoring.wait_until_anchored().await?;
         eprintln!(
             "every record version is anchored: the embedded chain's head is at height {}",
-            chain.head_height()
+            anchoring.chain().head_height()
         );
-        let application = Application::build_on(listener, &settings, vault)?;
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
         println!("{}", demo_banner(&address, &logins));
-        if !args.seed_only {
+        if args.seed_only {
+            application.stop().await;
+        } else {
             application.run_until_stopped().await?;
         }
-        worker.abort();
-        chain.shutdown().await;
         drop(database);
         Ok(())
     })
@@ -261,29 +257,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if args.storage.database_url.is_none() {
             eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
         }
-        let listener = Application::bind(&settings)?;
         let database = open_database(args.storage.database_url.clone()).await?;
-        let vault = open_vault(&args.storage, &database, &settings).await?;
         let chain = match &args.chain_dir {
-            Some(dir) => Some(Arc::new(
-                EmbeddedChain::open(dir)
-                    .await
-                    .context("starting the embedded anchor chain")?,
-            )),
-            None => None,
+            Some(dir) => ChainTarget::Embedded(dir.clone()),
+            None => ChainTarget::None,
         };
-        let worker = chain.as_ref().map(|chain| {
-            anchoring::spawn(vault.pool().clone(), chain.clone(), Duration::from_secs(1))
-        });
-        let application = Application::build_on(listener, &settings, vault)?;
+        let application =
+            Application::build(args.storage.config(&database, settings, chain)).await?;
         tracing::info!(port = application.port(), "serving GraphQL on /graphql");
         application.run_until_stopped().await?;
-        if let Some(worker) = worker {
-            worker.abort();
-        }
-        if let Some(chain) = chain {
-            chain.shutdown().await;
-        }
         drop(database);
         Ok(())
     })
@@ -309,7 +291,9 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
             ..ServerSettings::default()
         };
         let database = open_database(Some(database_url)).await?;
-        let vault = open_vault(&args.storage, &database, &settings).await?;
+        let services =
+            Services::start(&args.storage.config(&database, settings, ChainTarget::None)).await?;
+        let vault = services.vault();
         let hospital = vault
             .ensure_organization(&args.hospital)
             .await

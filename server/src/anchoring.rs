@@ -6,8 +6,10 @@ use deadpool_postgres::Pool;
 use medvault_anchor_chain::embedded::EmbeddedChain;
 use medvault_anchor_chain::state::EntryOutcome;
 use medvault_anchor_chain::types::{Entry, Hash32};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
 /// Leaves anchored per chain submission.
 const BATCH: i64 = 4096;
@@ -27,6 +29,12 @@ pub enum AnchoringError {
     /// An outbox row does not hold a 32-byte leaf of a known kind.
     #[error("anchor outbox row {0} holds no 32-byte leaf of a known kind")]
     MalformedLeaf(i64),
+    /// A pass of the anchoring worker failed (it retries on its own).
+    #[error("anchoring worker: {0}")]
+    Pass(#[source] Arc<AnchoringError>),
+    /// The anchoring worker was stopped while someone waited on it.
+    #[error("the anchoring worker has stopped")]
+    Stopped,
 }
 
 /// What an outbox row anchors, by its `kind` column.
@@ -52,8 +60,9 @@ fn outbox_entry(id: i64, kind: &str, leaf: &[u8]) -> Result<Entry, AnchoringErro
     }
 }
 
-/// Anchors up to one batch of pending entries; returns how many were anchored.
-pub async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize, AnchoringError> {
+/// Anchors up to one batch of pending entries; returns how many were anchored. Only the worker
+/// calls it, so that one place decides when the outbox is drained.
+async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize, AnchoringError> {
     let client = pool.get().await?;
     let pending = client
         .query(
@@ -102,17 +111,127 @@ pub async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize,
     Ok(anchored_ids.len())
 }
 
-/// Runs [`anchor_pending`] until the process ends: at once while there is a backlog, every
-/// `idle` otherwise. Failures are logged and retried.
-pub fn spawn(pool: Pool, chain: Arc<EmbeddedChain>, idle: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match anchor_pending(&pool, &chain).await {
-                Ok(anchored) if anchored > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "anchoring failed; will retry"),
-            }
-            tokio::time::sleep(idle).await;
+/// How long the worker waits between passes that found nothing to anchor.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// What the worker last did, for callers waiting on it.
+#[derive(Clone, Default)]
+struct Passes {
+    /// Passes begun so far.
+    started: u64,
+    /// The last pass finished, and how it ended.
+    finished: Option<(u64, PassOutcome)>,
+}
+
+#[derive(Clone)]
+enum PassOutcome {
+    /// The pass found nothing left to anchor.
+    Drained,
+    /// The pass anchored entries; more may be waiting.
+    Anchored,
+    /// The pass failed; the worker retries after its idle wait.
+    Failed(Arc<AnchoringError>),
+}
+
+/// The anchoring worker on its chain: drains the outbox in the background, at once while there
+/// is a backlog and every second otherwise, logging and retrying failures. Cloning gives another
+/// handle to the same worker, so that the application can stop it while tests wait on it.
+#[derive(Clone)]
+pub struct AnchoringWorker {
+    chain: Arc<EmbeddedChain>,
+    wake: Arc<Notify>,
+    passes: watch::Receiver<Passes>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl AnchoringWorker {
+    /// Starts draining the outbox of `pool` onto `chain`. Crate-private: only
+    /// `startup::Services::start` starts the worker.
+    pub(crate) fn start(pool: Pool, chain: EmbeddedChain) -> Self {
+        let chain = Arc::new(chain);
+        let wake = Arc::new(Notify::new());
+        let (report, passes) = watch::channel(Passes::default());
+        let task = tokio::spawn(drain_forever(pool, chain.clone(), wake.clone(), report));
+        AnchoringWorker {
+            chain,
+            wake,
+            passes,
+            task: Arc::new(Mutex::new(Some(task))),
         }
-    })
+    }
+
+    /// The chain the worker anchors on (for proofs and blocks).
+    pub fn chain(&self) -> &EmbeddedChain {
+        &self.chain
+    }
+
+    /// Wakes the worker and waits for a pass begun after this call to find the outbox empty:
+    /// everything queued before the call is then anchored (or refused by the chain and logged).
+    /// A failed pass is returned rather than waited out.
+    pub async fn wait_until_anchored(&self) -> Result<(), AnchoringError> {
+        let mut passes = self.passes.clone();
+        let begun_before = passes.borrow_and_update().started;
+        self.wake.notify_one();
+        loop {
+            if let Some((pass, outcome)) = passes.borrow_and_update().finished.clone() {
+                if pass > begun_before {
+                    match outcome {
+                        PassOutcome::Drained => return Ok(()),
+                        PassOutcome::Failed(error) => return Err(AnchoringError::Pass(error)),
+                        PassOutcome::Anchored => {}
+                    }
+                }
+            }
+            passes
+                .changed()
+                .await
+                .map_err(|_| AnchoringError::Stopped)?;
+        }
+    }
+
+    /// Stops the worker and then the chain. Later calls, from any handle, do nothing.
+    pub async fn stop(&self) {
+        let task = match self.task.lock() {
+            Ok(mut task) => task.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+            self.chain.shutdown().await;
+        }
+    }
+}
+
+/// The worker's loop: a pass at once while the last one anchored something, otherwise after
+/// [`IDLE`] or as soon as someone waits for the outbox to drain.
+async fn drain_forever(
+    pool: Pool,
+    chain: Arc<EmbeddedChain>,
+    wake: Arc<Notify>,
+    report: watch::Sender<Passes>,
+) {
+    loop {
+        let mut pass = 0;
+        report.send_modify(|passes| {
+            passes.started += 1;
+            pass = passes.started;
+        });
+        let outcome = match anchor_pending(&pool, &chain).await {
+            Ok(0) => PassOutcome::Drained,
+            Ok(_) => PassOutcome::Anchored,
+            Err(error) => {
+                tracing::warn!(%error, "anchoring failed; will retry");
+                PassOutcome::Failed(Arc::new(error))
+            }
+        };
+        let again_at_once = matches!(outcome, PassOutcome::Anchored);
+        report.send_modify(|passes| passes.finished = Some((pass, outcome)));
+        if !again_at_once {
+            tokio::select! {
+                () = tokio::time::sleep(IDLE) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 use crate::crypto::{KeyFileError, MasterKey};
 use crate::graphql::QueryLimits;
+use crate::vault::LoginThrottle;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -66,6 +67,8 @@ pub struct ServerSettings {
     pub export_dir: PathBuf,
     /// The exporting organization named in export manifests.
     pub operator_name: String,
+    /// How failed logins are slowed down.
+    pub login_throttle: LoginThrottle,
 }
 
 impl Default for ServerSettings {
@@ -83,6 +86,30 @@ impl Default for ServerSettings {
                 .unwrap_or(2),
             export_dir: PathBuf::from(".medvault/exports"),
             operator_name: "medvault".to_owned(),
+            login_throttle: LoginThrottle::default(),
         }
     }
+}
+
+/// Where the anchoring worker puts the outbox's entries.
+#[derive(Clone, Debug)]
+pub enum ChainTarget {
+    /// No chain: entries wait in the outbox for a process that has one.
+    None,
+    /// A single-validator chain in this process, kept in this directory.
+    Embedded(PathBuf),
+}
+
+/// Everything one medvault process is built from: `demo`, `serve`, `admin` and `export` fill it
+/// from flags and environment, tests from their options.
+#[derive(Clone)]
+pub struct ApplicationConfig {
+    /// The server's settings (some, such as the bind address, matter only when serving).
+    pub settings: ServerSettings,
+    /// The PostgreSQL connection string. Never printed.
+    pub database_url: String,
+    /// Where the master key comes from.
+    pub master_key: MasterKeySource,
+    /// Where anchors go.
+    pub chain: ChainTarget,
 }

@@ -209,8 +209,9 @@ pub struct Exports {
 }
 
 impl Exports {
-    /// Export jobs of `vault` writing under `directory`, signed as `operator`.
-    pub fn new(vault: Vault, directory: PathBuf, operator: String) -> Self {
+    /// Export jobs of `vault` writing under `directory`, signed as `operator`. Crate-private:
+    /// only `startup::Services::start` builds the job machinery.
+    pub(crate) fn new(vault: Vault, directory: PathBuf, operator: String) -> Self {
         Exports {
             vault,
             directory,

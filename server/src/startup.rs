@@ -1,12 +1,15 @@
-//! Building and running the HTTP application: the one route table.
+//! Building and running the process: the one wiring point ([`Application`] over [`Services`])
+//! and the one route table.
 
-use crate::configuration::ServerSettings;
+use crate::anchoring::AnchoringWorker;
+use crate::configuration::{ApplicationConfig, ChainTarget};
+use crate::database::{self, DatabaseError};
 use crate::error::{parse_id, ApiError};
 use crate::exports::Exports;
 use crate::graphql::bounds::check_request;
 use crate::graphql::{self, DocumentBounds, MedvaultSchema, RequestContext};
 use crate::metrics::Metrics;
-use crate::vault::Vault;
+use crate::vault::{OpenVaultError, Vault};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -14,11 +17,12 @@ use actix_web::middleware::Next;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Response};
+use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
 use std::net::TcpListener;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// The server could not start.
+/// The process could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// Binding the listening socket failed.
@@ -32,12 +36,88 @@ pub enum StartupError {
     /// The metrics registry refused a metric.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The connection string is invalid or the pool could not be built.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The schema could not be migrated.
+    #[error("migrating the database: {0}")]
+    Migrate(#[source] DatabaseError),
+    /// The master key is missing, unreadable or not the database's.
+    #[error(transparent)]
+    Vault(#[from] OpenVaultError),
+    /// The embedded anchor chain did not start.
+    #[error("starting the embedded anchor chain: {0}")]
+    Chain(#[from] EmbeddedError),
 }
 
-/// A built, bound application, ready to run.
+/// Everything the process runs besides HTTP: the vault over its pool, the export job machinery,
+/// and the anchoring worker on its chain. [`Services::start`] is the one place they are started,
+/// for a served [`Application`] and for commands that serve nothing (`medvault export`, `admin`).
+pub struct Services {
+    vault: Vault,
+    exports: Exports,
+    anchoring: Option<AnchoringWorker>,
+}
+
+impl Services {
+    /// Connects and migrates the database, opens the vault (checking the master key against
+    /// the database), opens the chain and starts the anchoring worker on it.
+    pub async fn start(config: &ApplicationConfig) -> Result<Self, StartupError> {
+        let settings = &config.settings;
+        let pool = database::connect_pool(&config.database_url, settings.pool_size)?;
+        database::migrate(&pool)
+            .await
+            .map_err(StartupError::Migrate)?;
+        let vault = Vault::open(pool, &config.master_key, settings.session_ttl)
+            .await?
+            .with_login_throttle(settings.login_throttle);
+        let anchoring = match &config.chain {
+            ChainTarget::None => None,
+            ChainTarget::Embedded(dir) => Some(AnchoringWorker::start(
+                vault.pool().clone(),
+                EmbeddedChain::open(dir).await?,
+            )),
+        };
+        let exports = Exports::new(
+            vault.clone(),
+            settings.export_dir.clone(),
+            settings.operator_name.clone(),
+        );
+        Ok(Services {
+            vault,
+            exports,
+            anchoring,
+        })
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The export job machinery.
+    pub fn exports(&self) -> &Exports {
+        &self.exports
+    }
+
+    /// The anchoring worker, if the configuration names a chain.
+    pub fn anchoring(&self) -> Option<&AnchoringWorker> {
+        self.anchoring.as_ref()
+    }
+
+    /// Stops the anchoring worker and shuts its chain down.
+    pub async fn stop(self) {
+        if let Some(anchoring) = self.anchoring {
+            anchoring.stop().await;
+        }
+    }
+}
+
+/// A built, bound application, ready to run: the HTTP server and the [`Services`] under it.
 pub struct Application {
     server: Server,
     port: u16,
+    services: Services,
 }
 
 struct AppState {
@@ -51,48 +131,28 @@ struct AppState {
 }
 
 impl Application {
-    /// Binds the listening socket. Done first, before migrations or seeding, so that a port in
-    /// use fails at once and changes nothing.
-    pub fn bind(settings: &ServerSettings) -> Result<TcpListener, StartupError> {
-        TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind {
+    /// Builds the whole process from `config`. The port is bound first, so that a port in use
+    /// fails at once and changes nothing; then the [`Services`] start; then the route table is
+    /// built over them. Nothing is served until [`Application::run_until_stopped`].
+    pub async fn build(config: ApplicationConfig) -> Result<Self, StartupError> {
+        let settings = &config.settings;
+        let bind_error = |source| StartupError::Bind {
             address: settings.bind.to_string(),
             source,
-        })
-    }
-
-    /// Binds the listener and builds the route table over `vault`.
-    pub fn build(settings: &ServerSettings, vault: Vault) -> Result<Self, StartupError> {
-        Application::build_on(Application::bind(settings)?, settings, vault)
-    }
-
-    /// Builds the route table over `vault` on a listener from [`Application::bind`].
-    pub fn build_on(
-        listener: TcpListener,
-        settings: &ServerSettings,
-        vault: Vault,
-    ) -> Result<Self, StartupError> {
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind {
-                address: settings.bind.to_string(),
-                source,
-            })?
-            .port();
-        let exports = Exports::new(
-            vault.clone(),
-            settings.export_dir.clone(),
-            settings.operator_name.clone(),
-        );
+        };
+        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let services = Services::start(&config).await?;
         let server_metrics = Metrics::new()?;
         let state = web::Data::new(AppState {
             schema: graphql::build_schema(
-                vault.clone(),
-                exports.clone(),
+                services.vault.clone(),
+                services.exports.clone(),
                 server_metrics.clone(),
                 settings.limits,
             ),
-            vault,
-            exports,
+            vault: services.vault.clone(),
+            exports: services.exports.clone(),
             metrics: server_metrics,
             graphiql: settings.graphiql,
             max_batch_operations: settings.max_batch_operations,
@@ -113,12 +173,13 @@ impl Application {
         })
         .workers(settings.workers)
         .listen(listener)
-        .map_err(|source| StartupError::Bind {
-            address: settings.bind.to_string(),
-            source,
-        })?
+        .map_err(bind_error)?
         .run();
-        Ok(Application { server, port })
+        Ok(Application {
+            server,
+            port,
+            services,
+        })
     }
 
     /// The port actually bound (useful with port 0).
@@ -126,9 +187,22 @@ impl Application {
         self.port
     }
 
-    /// Serves until the process is told to stop (SIGINT/SIGTERM).
+    /// The services the application runs (the vault, exports, the anchoring worker).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until the process is told to stop (SIGINT/SIGTERM), then stops the anchoring
+    /// worker and shuts its chain down.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.services.stop().await;
+        served
+    }
+
+    /// Stops what was started without serving (for `medvault demo --seed-only`).
+    pub async fn stop(self) {
+        self.services.stop().await;
     }
 }
 

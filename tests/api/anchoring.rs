@@ -1,16 +1,18 @@
 //! Record versions reach the anchor chain: the worker drains the outbox into an embedded
 //! validator and each leaf has an inclusion proof, checked as an auditor would, in a final block.
 
-use crate::helpers::{spawn_app, CareTeam};
-use medvault_anchor_chain::embedded::EmbeddedChain;
+use crate::helpers::{spawn_app_with, AppOptions, CareTeam};
 use medvault_anchor_chain::types::{Entry, Hash32};
 use medvault_anchor_chain::verify::{audit_chain, verify_entry};
-use medvault_server::anchoring::anchor_pending;
 use serde_json::json;
 
 #[tokio::test]
 async fn every_record_version_is_anchored_with_an_inclusion_proof() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions {
+        anchoring: true,
+        ..AppOptions::default()
+    })
+    .await;
     let CareTeam {
         doctor, patient_id, ..
     } = app.care_team().await;
@@ -29,24 +31,22 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
         .unwrap()
         .to_owned();
 
-    let chain_dir =
-        std::env::temp_dir().join(format!("medvault-chain-{}", uuid::Uuid::new_v4().simple()));
-    let chain = EmbeddedChain::open(&chain_dir)
-        .await
-        .expect("embedded chain");
-    assert_eq!(
-        anchor_pending(app.vault.pool(), &chain)
-            .await
-            .expect("anchor"),
-        2
-    );
-    assert_eq!(
-        anchor_pending(app.vault.pool(), &chain)
-            .await
-            .expect("anchor"),
-        0,
-        "nothing is anchored twice"
-    );
+    let anchoring = app
+        .anchoring
+        .as_ref()
+        .expect("the application's anchoring worker");
+    let chain = anchoring.chain();
+    let record_anchors_on_chain = || {
+        (0..=chain.head_height())
+            .filter_map(|height| chain.block(height))
+            .flat_map(|block| block.block.entries)
+            .filter(|entry| matches!(entry, Entry::RecordAnchor { .. }))
+            .count()
+    };
+    anchoring.wait_until_anchored().await.expect("anchor");
+    assert_eq!(record_anchors_on_chain(), 2);
+    anchoring.wait_until_anchored().await.expect("anchor");
+    assert_eq!(record_anchors_on_chain(), 2, "nothing is anchored twice");
     let pending = app
         .sql("SELECT count(*) FROM anchor_outbox WHERE anchored_height IS NULL")
         .await;
@@ -83,6 +83,8 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
         Ok(()),
         "the inclusion path and the block's signatures check out"
     );
-    chain.shutdown().await;
-    let _ = std::fs::remove_dir_all(chain_dir);
+    anchoring.stop().await;
+    if let Some(chain_dir) = &app.chain_dir {
+        let _ = std::fs::remove_dir_all(chain_dir);
+    }
 }

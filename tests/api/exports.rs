@@ -1,9 +1,7 @@
 //! Anonymized exports end to end: research consent, ceilings, jobs, downloads, real readers and
 //! the anchor.
 
-use crate::helpers::{spawn_app, TestApp};
-use medvault_anchor_chain::embedded::EmbeddedChain;
-use medvault_server::anchoring::anchor_pending;
+use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -282,7 +280,11 @@ fn audit_export(dir: &Path, chain: Option<&Path>) -> std::process::Output {
 
 #[tokio::test]
 async fn only_patients_with_live_research_consent_are_exported() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions {
+        anchoring: true,
+        ..AppOptions::default()
+    })
+    .await;
     let setting = export_setting(&app).await;
     for index in 0..10 {
         patient_with_record(
@@ -375,18 +377,16 @@ async fn only_patients_with_live_research_consent_are_exported() {
     assert_eq!(report["forbidden_found"], json!([]), "{report:#}");
 
     // Each export's manifest hash reaches the chain, and an auditor checks it there.
-    let chain_dir =
-        std::env::temp_dir().join(format!("medvault-chain-{}", uuid::Uuid::new_v4().simple()));
-    let chain = EmbeddedChain::open(&chain_dir)
-        .await
-        .expect("embedded chain");
-    while anchor_pending(app.vault.pool(), &chain)
-        .await
-        .expect("anchor")
-        > 0
-    {}
-    chain.shutdown().await;
-    drop(chain);
+    let anchoring = app
+        .anchoring
+        .as_ref()
+        .expect("the application's anchoring worker");
+    anchoring.wait_until_anchored().await.expect("anchor");
+    anchoring.stop().await;
+    let chain_dir = app
+        .chain_dir
+        .clone()
+        .expect("the application's chain directory");
     let anchored = app
         .graphql(Some(&setting.researcher), JOB, json!({ "id": first_id }))
         .await;

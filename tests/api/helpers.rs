@@ -3,8 +3,10 @@
 //! With `DATABASE_URL` unset, one throwaway PostgreSQL cluster serves the whole test binary
 //! (started on first use, stopped at exit); each test gets its own database in it.
 
-use medvault_server::configuration::{MasterKeySource, ServerSettings};
-use medvault_server::database;
+use medvault_server::anchoring::AnchoringWorker;
+use medvault_server::configuration::{
+    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
+};
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
@@ -23,6 +25,10 @@ pub struct TestApp {
     /// Where the server's export jobs write.
     pub export_dir: std::path::PathBuf,
     pub vault: Vault,
+    /// The application's anchoring worker, with [`AppOptions::anchoring`].
+    pub anchoring: Option<AnchoringWorker>,
+    /// Where the application's embedded chain lives, with [`AppOptions::anchoring`].
+    pub chain_dir: Option<std::path::PathBuf>,
     http: reqwest::Client,
 }
 
@@ -31,6 +37,9 @@ pub struct TestApp {
 pub struct AppOptions {
     pub introspection: bool,
     pub login_throttle: LoginThrottle,
+    /// Anchor on an embedded chain in a fresh temporary directory (slower to start, so only
+    /// for the tests that look at anchors).
+    pub anchoring: bool,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -43,8 +52,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .create_database()
         .await
         .expect("create test database");
-    let pool = database::connect_pool(&database_url, 16).expect("pool");
-    database::migrate(&pool).await.expect("migrate");
     let master_key_hex = format!(
         "{:032x}{:032x}",
         Uuid::new_v4().as_u128(),
@@ -52,24 +59,31 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     );
     let export_dir =
         std::env::temp_dir().join(format!("medvault-exports-{}", Uuid::new_v4().simple()));
-    let vault = Vault::open(
-        pool,
-        &MasterKeySource::Hex(master_key_hex.clone()),
-        chrono::Duration::hours(1),
-    )
-    .await
-    .expect("open the vault")
-    .with_login_throttle(options.login_throttle);
-    let settings = ServerSettings {
-        bind: "127.0.0.1:0".parse().expect("address"),
-        limits: QueryLimits::new(options.introspection),
-        graphiql: options.introspection,
-        workers: 1,
-        export_dir: export_dir.clone(),
-        ..ServerSettings::default()
+    let chain_dir = options
+        .anchoring
+        .then(|| std::env::temp_dir().join(format!("medvault-chain-{}", Uuid::new_v4().simple())));
+    let config = ApplicationConfig {
+        settings: ServerSettings {
+            bind: "127.0.0.1:0".parse().expect("address"),
+            limits: QueryLimits::new(options.introspection),
+            graphiql: options.introspection,
+            workers: 1,
+            pool_size: 16,
+            session_ttl: chrono::Duration::hours(1),
+            export_dir: export_dir.clone(),
+            login_throttle: options.login_throttle,
+            ..ServerSettings::default()
+        },
+        database_url: database_url.clone(),
+        master_key: MasterKeySource::Hex(master_key_hex.clone()),
+        chain: chain_dir
+            .clone()
+            .map_or(ChainTarget::None, ChainTarget::Embedded),
     };
-    let application = Application::build(&settings, vault.clone()).expect("build application");
+    let application = Application::build(config).await.expect("build application");
     let address = format!("http://127.0.0.1:{}", application.port());
+    let vault = application.services().vault().clone();
+    let anchoring = application.services().anchoring().cloned();
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
@@ -77,6 +91,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         master_key_hex,
         export_dir,
         vault,
+        anchoring,
+        chain_dir,
         http: reqwest::Client::new(),
     }
 }
