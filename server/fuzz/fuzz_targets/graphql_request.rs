@@ -3,15 +3,16 @@
 //! requests slower than a second (an assertion; run with `-timeout=2` as well, so that a request
 //! that never returns is caught too).
 //!
-//! The vault behind the schema has a pool pointed at a socket that does not exist: a resolver
-//! that reaches the database fails at once with an internal error, as it would with the
-//! database down, and everything before that runs as in the server.
+//! The schema has the server's limits (`graphql::limited_schema`) and a vault whose pool points
+//! at a socket that does not exist: a resolver that reaches the database fails at once with an
+//! internal error, as it would with the database down, and everything before that runs as in the
+//! server. Export jobs are not attached (they start only inside a running application), so their
+//! resolvers answer with an error too.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use medvault_server::crypto::MasterKey;
-use medvault_server::exports::Exports;
 use medvault_server::graphql::bounds::check_request;
 use medvault_server::graphql::{self, MedvaultSchema, QueryLimits, RequestContext};
 use medvault_server::metrics::Metrics;
@@ -41,17 +42,10 @@ fn harness() -> &'static Harness {
         let master = MasterKey::from_hex(&"11".repeat(32)).expect("a key");
         let vault = Vault::new(pool, master, chrono::Duration::hours(1));
         let limits = QueryLimits::new(false);
-        let exports = Exports::new(
-            vault.clone(),
-            std::env::temp_dir().join("medvault-fuzz-exports"),
-            "fuzz".into(),
-        );
-        let schema = graphql::build_schema(
-            vault.clone(),
-            exports,
-            Metrics::new().expect("metrics"),
-            limits,
-        );
+        let schema = graphql::limited_schema(limits)
+            .data(vault.clone())
+            .data(Metrics::new().expect("metrics"))
+            .finish();
         Harness {
             runtime,
             schema,

@@ -15,7 +15,9 @@ use crate::metrics::Metrics;
 use crate::vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, EmptySubscription, OutputType, SDLExportOptions, Schema};
+use async_graphql::{
+    Context, EmptySubscription, OutputType, SDLExportOptions, Schema, SchemaBuilder,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use std::net::IpAddr;
@@ -72,21 +74,28 @@ pub fn build_schema(
     metrics: Metrics,
     limits: QueryLimits,
 ) -> MedvaultSchema {
-    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    limited_schema(limits)
         .data(vault)
         .data(exports)
         .data(metrics)
+        .finish()
+}
+
+/// The schema with its limits and no data yet: what [`build_schema`] adds the vault and jobs
+/// to, and what the request-path fuzz target (`server/fuzz`) runs requests against, so that both
+/// enforce the same limits.
+pub fn limited_schema(
+    limits: QueryLimits,
+) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
         .limit_directives(16);
     if limits.introspection {
-        builder.finish()
-    } else {
         builder
-            .disable_introspection()
-            .disable_suggestions()
-            .finish()
+    } else {
+        builder.disable_introspection().disable_suggestions()
     }
 }
 
