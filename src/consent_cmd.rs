@@ -26,7 +26,7 @@ pub enum KeysCommand {
 
 #[derive(Args)]
 pub struct SetupArgs {
-    /// Depth of the consent tree (1 to 32).
+    /// Depth of the 4-ary consent tree (1 to 16; depth 10 holds 2^20 grants).
     #[arg(long, default_value_t = medvault_circuits::DEFAULT_DEPTH)]
     depth: u32,
     /// Directory to write consent_proving_key.bin and consent_verifying_key.bin into.
@@ -37,7 +37,7 @@ pub struct SetupArgs {
 #[derive(Args)]
 pub struct ConstraintsArgs {
     /// Depths to report.
-    #[arg(long = "depth", default_values_t = [10u32, 20, 32])]
+    #[arg(long = "depth", default_values_t = [5u32, 10, 16])]
     depths: Vec<u32>,
 }
 
