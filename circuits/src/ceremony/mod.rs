@@ -41,6 +41,9 @@ use thiserror::Error;
 const MAGIC: &[u8; 4] = b"MVCR";
 const FORMAT_VERSION: u8 = 1;
 const HEADER_LEN: usize = MAGIC.len() + 2;
+/// File name of the transcript's SHA3-256 (hex) that `medvault keys ceremony finalize` writes
+/// beside the keys, to anchor.
+pub const TRANSCRIPT_HASH_FILE: &str = "ceremony_transcript.sha3-256";
 /// The longest contributor name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
