@@ -71,6 +71,16 @@ fn columns(shape: &CircuitShape) -> Vec<Column> {
     columns
 }
 
+/// One variable's points in the keys, before normalization to affine form.
+struct VariableQueries {
+    a: G1Projective,
+    b_g1: G1Projective,
+    b_g2: G2Projective,
+    /// `β A_j(τ) + α B_j(τ) + C_j(τ)`: an input query if the variable is an input, else an L
+    /// query.
+    combined: G1Projective,
+}
+
 /// `sum coefficient · bases[row]` over `entries`.
 fn combine<P: VariableBaseMSM<ScalarField = Fr>>(
     bases: &[P::MulBase],
@@ -132,30 +142,25 @@ fn derive_initial_key(
     let lagrange_alpha = lagrange_basis::<G1Projective>(&domain, &powers.alpha_tau_g1);
     let lagrange_beta = lagrange_basis::<G1Projective>(&domain, &powers.beta_tau_g1);
 
-    let queries: Vec<(G1Projective, G1Projective, G2Projective, G1Projective)> = columns(shape)
+    let queries: Vec<VariableQueries> = columns(shape)
         .par_iter()
-        .map(|column| {
-            // β A_j(τ) + α B_j(τ) + C_j(τ), the numerator of the input and L queries.
-            let combined = combine::<G1Projective>(&lagrange_beta, &column.a)
+        .map(|column| VariableQueries {
+            a: combine(&lagrange_g1, &column.a),
+            b_g1: combine(&lagrange_g1, &column.b),
+            b_g2: combine(&lagrange_g2, &column.b),
+            combined: combine::<G1Projective>(&lagrange_beta, &column.a)
                 + combine::<G1Projective>(&lagrange_alpha, &column.b)
-                + combine::<G1Projective>(&lagrange_g1, &column.c);
-            (
-                combine::<G1Projective>(&lagrange_g1, &column.a),
-                combine::<G1Projective>(&lagrange_g1, &column.b),
-                combine::<G2Projective>(&lagrange_g2, &column.b),
-                combined,
-            )
+                + combine::<G1Projective>(&lagrange_g1, &column.c),
         })
         .collect();
-    let normalize_g1 =
-        |pick: fn(&(G1Projective, G1Projective, G2Projective, G1Projective)) -> G1Projective| {
-            G1Projective::normalize_batch(&queries.iter().map(pick).collect::<Vec<_>>())
-        };
-    let a_query = normalize_g1(|query| query.0);
-    let b_g1_query = normalize_g1(|query| query.1);
+    let normalize_g1 = |pick: fn(&VariableQueries) -> G1Projective| {
+        G1Projective::normalize_batch(&queries.iter().map(pick).collect::<Vec<_>>())
+    };
+    let a_query = normalize_g1(|query| query.a);
+    let b_g1_query = normalize_g1(|query| query.b_g1);
     let b_g2_query =
-        G2Projective::normalize_batch(&queries.iter().map(|query| query.2).collect::<Vec<_>>());
-    let mut l_query = normalize_g1(|query| query.3);
+        G2Projective::normalize_batch(&queries.iter().map(|query| query.b_g2).collect::<Vec<_>>());
+    let mut l_query = normalize_g1(|query| query.combined);
     let gamma_abc_g1: Vec<G1Affine> = l_query
         .drain(..shape.matrices.num_instance_variables)
         .collect();

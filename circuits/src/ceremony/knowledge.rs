@@ -69,7 +69,7 @@ fn combine_g2(points: &[G2Affine], weights: &[Fr]) -> G2Affine {
 /// `count` random 128-bit weights: enough for a 2^-128 chance that inconsistent points pass.
 pub(crate) fn random_weights(rng: &mut ChaCha20Rng, count: usize) -> Vec<Fr> {
     (0..count)
-        .map(|_| Fr::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())))
+        .map(|_| Fr::from((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())))
         .collect()
 }
 
