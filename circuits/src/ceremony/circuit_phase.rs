@@ -11,7 +11,7 @@
 //! BGM17, whose soundness argument rests on `δ` alone.
 
 use crate::ceremony::knowledge::{
-    encode_g1, encode_g2, g1_vectors_in_ratio, random_secret, same_pairing, scale_g1, weights_rng,
+    encode_g1, encode_g2, g1_vectors_in_ratio, random_secret, same_pairing, scale, weights_rng,
     KnowledgeProof, Reader,
 };
 use crate::ceremony::powers_of_tau::PowersOfTau;
@@ -208,8 +208,8 @@ impl DeltaContribution {
         DeltaContribution {
             delta_g1: (key.delta_g1 * delta).into_affine(),
             delta_g2: (key.vk.delta_g2 * delta).into_affine(),
-            h_query: scale_g1(&key.h_query, &vec![inverse; key.h_query.len()]),
-            l_query: scale_g1(&key.l_query, &vec![inverse; key.l_query.len()]),
+            h_query: scale::<G1Projective>(&key.h_query, &vec![inverse; key.h_query.len()]),
+            l_query: scale::<G1Projective>(&key.l_query, &vec![inverse; key.l_query.len()]),
             proof: KnowledgeProof::create(delta, binding, DELTA_TAG, rng),
         }
     }

@@ -57,13 +57,12 @@ pub(crate) fn same_pairing(a1: G1Affine, b1: G2Affine, a2: G1Affine, b2: G2Affin
     Bn254::multi_pairing([a1, minus_a2], [b1, b2]).is_zero()
 }
 
-/// `sum w_i points[i]` with one fresh 128-bit weight per point.
-fn combine_g1(points: &[G1Affine], weights: &[Fr]) -> G1Affine {
-    G1Projective::msm_unchecked(points, weights).into_affine()
-}
-
-fn combine_g2(points: &[G2Affine], weights: &[Fr]) -> G2Affine {
-    G2Projective::msm_unchecked(points, weights).into_affine()
+/// `sum w_i points[i]`.
+fn combine<G: CurveGroup<ScalarField = Fr> + VariableBaseMSM<MulBase = G::Affine>>(
+    points: &[G::Affine],
+    weights: &[Fr],
+) -> G::Affine {
+    G::msm_unchecked(points, weights).into_affine()
 }
 
 /// `count` random 128-bit weights: enough for a 2^-128 chance that inconsistent points pass.
@@ -85,9 +84,9 @@ pub(crate) fn g1_vectors_in_ratio(
 ) -> bool {
     let weights = random_weights(rng, points.len());
     same_pairing(
-        combine_g1(next, &weights),
+        combine::<G1Projective>(next, &weights),
         base_g2,
-        combine_g1(points, &weights),
+        combine::<G1Projective>(points, &weights),
         ratio_g2,
     )
 }
@@ -124,30 +123,23 @@ pub(crate) fn g2_powers_consistent(
     let weights = random_weights(rng, last);
     same_pairing(
         G1Affine::generator(),
-        combine_g2(&powers[1..], &weights),
+        combine::<G2Projective>(&powers[1..], &weights),
         shift_g1,
-        combine_g2(&powers[..last], &weights),
+        combine::<G2Projective>(&powers[..last], &weights),
     )
 }
 
 /// `points[i] · scalars[i]`, in parallel, normalized to affine.
-pub(crate) fn scale_g1(points: &[G1Affine], scalars: &[Fr]) -> Vec<G1Affine> {
-    let scaled: Vec<G1Projective> = points
+pub(crate) fn scale<G: CurveGroup<ScalarField = Fr>>(
+    points: &[G::Affine],
+    scalars: &[Fr],
+) -> Vec<G::Affine> {
+    let scaled: Vec<G> = points
         .par_iter()
         .zip(scalars)
-        .map(|(point, scalar)| *point * scalar)
+        .map(|(point, scalar)| *point * *scalar)
         .collect();
-    G1Projective::normalize_batch(&scaled)
-}
-
-/// The G2 counterpart of [`scale_g1`].
-pub(crate) fn scale_g2(points: &[G2Affine], scalars: &[Fr]) -> Vec<G2Affine> {
-    let scaled: Vec<G2Projective> = points
-        .par_iter()
-        .zip(scalars)
-        .map(|(point, scalar)| *point * scalar)
-        .collect();
-    G2Projective::normalize_batch(&scaled)
+    G::normalize_batch(&scaled)
 }
 
 /// `1, x, x^2, ..., x^(count - 1)`.

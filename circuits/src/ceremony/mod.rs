@@ -186,8 +186,9 @@ fn name_length(name: &str) -> Result<u8, CeremonyError> {
 
 /// A decoded contribution, before it is checked.
 enum Contribution {
-    Tau(TauContribution),
-    Circuit(DeltaContribution),
+    // Boxed: their proofs of knowledge make them hundreds of bytes each.
+    Tau(Box<TauContribution>),
+    Circuit(Box<DeltaContribution>),
 }
 
 impl Ceremony {
@@ -231,13 +232,13 @@ impl Ceremony {
                 .map_err(|_| CeremonyError::InvalidName)?
                 .to_owned();
             let contribution = match phase {
-                Phase::PowersOfTau => Contribution::Tau(TauContribution::decode(
+                Phase::PowersOfTau => Contribution::Tau(Box::new(TauContribution::decode(
                     &mut reader,
                     ceremony.shape.domain_size,
-                )?),
+                )?)),
                 Phase::Circuit => {
                     let keys = ceremony.circuit_keys()?;
-                    Contribution::Circuit(DeltaContribution::decode(&mut reader, keys)?)
+                    Contribution::Circuit(Box::new(DeltaContribution::decode(&mut reader, keys)?))
                 }
             };
             ceremony.accept(name, contribution, reader.since(start))?;
@@ -258,15 +259,15 @@ impl Ceremony {
                 if self.keys.is_some() {
                     return Err(CeremonyError::PhaseClosed.into());
                 }
-                Contribution::Tau(self.powers.contribute(&self.binding, rng))
+                Contribution::Tau(Box::new(self.powers.contribute(&self.binding, rng)))
             }
             Phase::Circuit => {
                 let binding = self.binding;
-                Contribution::Circuit(DeltaContribution::create(
+                Contribution::Circuit(Box::new(DeltaContribution::create(
                     self.circuit_keys()?,
                     &binding,
                     rng,
-                ))
+                )))
             }
         };
         let mut record = vec![phase.tag(), name_length(name)?];

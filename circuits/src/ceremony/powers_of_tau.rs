@@ -8,10 +8,10 @@
 
 use crate::ceremony::knowledge::{
     encode_g1, encode_g2, g1_powers_consistent, g2_powers_consistent, powers_of, random_secret,
-    same_pairing, scale_g1, scale_g2, weights_rng, KnowledgeProof, Reader,
+    same_pairing, scale, weights_rng, KnowledgeProof, Reader,
 };
 use crate::ceremony::Rejection;
-use ark_bn254::{Fr, G1Affine, G2Affine};
+use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::{AffineRepr, CurveGroup};
 use rand::{CryptoRng, RngCore};
 
@@ -95,10 +95,10 @@ impl PowersOfTau {
             .map(|power| *power * beta)
             .collect();
         let next = PowersOfTau {
-            tau_g1: scale_g1(&self.tau_g1, &tau_powers),
-            tau_g2: scale_g2(&self.tau_g2, &tau_powers),
-            alpha_tau_g1: scale_g1(&self.alpha_tau_g1, &alpha_powers),
-            beta_tau_g1: scale_g1(&self.beta_tau_g1, &beta_powers),
+            tau_g1: scale::<G1Projective>(&self.tau_g1, &tau_powers),
+            tau_g2: scale::<G2Projective>(&self.tau_g2, &tau_powers),
+            alpha_tau_g1: scale::<G1Projective>(&self.alpha_tau_g1, &alpha_powers),
+            beta_tau_g1: scale::<G1Projective>(&self.beta_tau_g1, &beta_powers),
             beta_g2: (self.beta_g2 * beta).into_affine(),
         };
         TauContribution {
