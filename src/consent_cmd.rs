@@ -2,15 +2,16 @@
 //! JSON formats are described in circuits/README.md.
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
+use medvault_circuits::ceremony::TRANSCRIPT_HASH_FILE;
 use medvault_circuits::circuit::consent_circuit_size;
 use medvault_circuits::encoding::{
     field_from_hex, ProofDocument, VerdictDocument, WitnessDocument,
 };
 use medvault_circuits::setup::{PROVING_KEY_FILE, VERIFYING_KEY_FILE};
 use medvault_circuits::{
-    grantee_commitment, random_field_element, ConsentProvingKey, ConsentTree, ConsentVerifyingKey,
-    ConsentWitness, Grant, OsRng, PublicInputs, Scope,
+    grantee_commitment, random_field_element, Ceremony, ConsentProvingKey, ConsentTree,
+    ConsentVerifyingKey, ConsentWitness, Grant, OsRng, Phase, PublicInputs, Scope,
 };
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,15 +19,88 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Generate the Groth16 proving and verifying keys of the consent circuit for one depth.
+    /// Generate the Groth16 proving and verifying keys of the consent circuit for one depth, on
+    /// one machine, which learns the trapdoor: for development; production keys come from
+    /// `keys ceremony`.
     Setup(SetupArgs),
     /// Print the consent circuit's constraint count by tree depth.
     Constraints(ConstraintsArgs),
+    /// The multi-party setup of the member hospitals: the keys are sound if one contributor was
+    /// honest and destroyed their randomness.
+    #[command(subcommand)]
+    Ceremony(CeremonyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CeremonyCommand {
+    /// Start a transcript for one tree depth, with no contribution yet.
+    Init(CeremonyInitArgs),
+    /// Verify a transcript and add one contribution with fresh randomness: one file in, one file
+    /// out, no network.
+    Contribute(ContributeArgs),
+    /// Verify a whole transcript with pairings and list its contributions.
+    Verify(CeremonyVerifyArgs),
+    /// Verify a transcript and write the final keys and the transcript's SHA3-256 to anchor.
+    Finalize(FinalizeArgs),
+}
+
+#[derive(Args)]
+pub struct CeremonyInitArgs {
+    /// Depth of the 4-ary consent tree (1 to 16; depth 10 holds 2^20 grants).
+    #[arg(long, default_value_t = medvault_circuits::DEFAULT_DEPTH)]
+    depth: u32,
+    /// Where to write the new transcript.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The phase a contribution goes to.
+#[derive(Clone, Copy, ValueEnum)]
+enum CeremonyPhase {
+    /// Phase 1, powers of tau: every member contributes here first.
+    Tau,
+    /// Phase 2, the consent circuit's delta: once phase 1 is closed by the first contribution
+    /// here.
+    Circuit,
+}
+
+#[derive(Args)]
+pub struct ContributeArgs {
+    /// The transcript received from the previous contributor.
+    #[arg(long)]
+    transcript: PathBuf,
+    /// Where to write the transcript with this contribution, for the next contributor.
+    #[arg(long)]
+    out: PathBuf,
+    /// The contributor's name as it will stand in the transcript (1 to 64 bytes).
+    #[arg(long)]
+    name: String,
+    /// The phase to contribute to.
+    #[arg(long, value_enum)]
+    phase: CeremonyPhase,
+}
+
+#[derive(Args)]
+pub struct CeremonyVerifyArgs {
+    /// The transcript to verify.
+    #[arg(long)]
+    transcript: PathBuf,
+}
+
+#[derive(Args)]
+pub struct FinalizeArgs {
+    /// The complete transcript.
+    #[arg(long)]
+    transcript: PathBuf,
+    /// Directory to write consent_proving_key.bin, consent_verifying_key.bin and
+    /// ceremony_transcript.sha3-256 into.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
 pub struct SetupArgs {
-    /// Depth of the consent tree (1 to 32).
+    /// Depth of the 4-ary consent tree (1 to 16; depth 10 holds 2^20 grants).
     #[arg(long, default_value_t = medvault_circuits::DEFAULT_DEPTH)]
     depth: u32,
     /// Directory to write consent_proving_key.bin and consent_verifying_key.bin into.
@@ -37,7 +111,7 @@ pub struct SetupArgs {
 #[derive(Args)]
 pub struct ConstraintsArgs {
     /// Depths to report.
-    #[arg(long = "depth", default_values_t = [10u32, 20, 32])]
+    #[arg(long = "depth", default_values_t = [5u32, 10, 16])]
     depths: Vec<u32>,
 }
 
@@ -91,7 +165,97 @@ pub fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Setup(args) => keys_setup(args),
         KeysCommand::Constraints(args) => keys_constraints(args),
+        KeysCommand::Ceremony(command) => ceremony(command),
     }
+}
+
+fn ceremony(command: CeremonyCommand) -> anyhow::Result<()> {
+    match command {
+        CeremonyCommand::Init(args) => {
+            let ceremony = Ceremony::new(args.depth)?;
+            write_file(&args.out, ceremony.transcript())?;
+            println!(
+                "started a depth-{} ceremony in {}; pass it to the first contributor",
+                args.depth,
+                args.out.display()
+            );
+            Ok(())
+        }
+        CeremonyCommand::Contribute(args) => {
+            let mut ceremony = read_transcript(&args.transcript)?;
+            let phase = match args.phase {
+                CeremonyPhase::Tau => Phase::PowersOfTau,
+                CeremonyPhase::Circuit => Phase::Circuit,
+            };
+            ceremony.contribute(phase, &args.name, &mut OsRng)?;
+            write_file(&args.out, ceremony.transcript())?;
+            let contribution = ceremony
+                .contributors()
+                .last()
+                .context("the contribution was recorded")?;
+            println!(
+                "contribution {} ({} phase) by {} written to {}\nits hash, to find in the verified transcript: {}",
+                ceremony.contributors().len(),
+                contribution.phase,
+                contribution.name,
+                args.out.display(),
+                hex::encode(contribution.hash)
+            );
+            Ok(())
+        }
+        CeremonyCommand::Verify(args) => {
+            let ceremony = read_transcript(&args.transcript)?;
+            print_transcript(&ceremony);
+            Ok(())
+        }
+        CeremonyCommand::Finalize(args) => {
+            let ceremony = read_transcript(&args.transcript)?;
+            let (proving_key, verifying_key) = ceremony.keys()?;
+            std::fs::create_dir_all(&args.out)
+                .with_context(|| format!("creating {}", args.out.display()))?;
+            proving_key.write(&args.out.join(PROVING_KEY_FILE))?;
+            verifying_key.write(&args.out.join(VERIFYING_KEY_FILE))?;
+            let hash = hex::encode(ceremony.transcript_hash());
+            write_file(
+                &args.out.join(TRANSCRIPT_HASH_FILE),
+                format!("{hash}\n").as_bytes(),
+            )?;
+            print_transcript(&ceremony);
+            println!("wrote the consent keys to {}", args.out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Reads and fully verifies a transcript.
+fn read_transcript(path: &Path) -> anyhow::Result<Ceremony> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ceremony::from_transcript(&bytes).with_context(|| format!("verifying {}", path.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_transcript(ceremony: &Ceremony) {
+    println!(
+        "verified: depth-{} ceremony with {} contributions",
+        ceremony.depth(),
+        ceremony.contributors().len()
+    );
+    for (number, contributor) in ceremony.contributors().iter().enumerate() {
+        println!(
+            "{:>4}  {:<13}  {:<20}  {}",
+            number + 1,
+            contributor.phase.to_string(),
+            contributor.name,
+            hex::encode(contributor.hash)
+        );
+    }
+    println!(
+        "transcript SHA3-256: {}",
+        hex::encode(ceremony.transcript_hash())
+    );
 }
 
 pub fn consent(command: ConsentCommand) -> anyhow::Result<()> {

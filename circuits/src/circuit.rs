@@ -10,9 +10,9 @@
 //! | granted scope covers required scope, 16 bits | 33 |
 //! | expiry > now, 64-bit range check of `expiry - now - 1` | 64 |
 //! | consent leaf, Poseidon `t = 6` | 321 |
-//! | per tree level: direction bit, conditional swap, Poseidon `t = 3` | 1 + 1 + 240 |
+//! | per level of the 4-ary tree: two position bits, placing the node among its brothers, Poseidon `t = 5` | 2 + 5 + 297 |
 //! | root equality and challenge binding | 2 |
-//! | total at depth `d` | `633 + 242 d` (5,473 at depth 20) |
+//! | total at depth `d` | `633 + 304 d` (3,673 at depth 10, 2^20 leaves) |
 //!
 //! Scope coverage: each granted bit `g` is boolean and each required bit `r` satisfies
 //! `r * (r - g) = 0`, which forces `r = 0` when `g = 0` and `r` boolean when `g = 1`, so a
@@ -32,7 +32,7 @@
 use crate::error::Error;
 use crate::poseidon::{commitment_parameters, leaf_parameters, node_parameters};
 use crate::r1cs::{Builder, Wire};
-use crate::tree::{check_depth, MerklePath};
+use crate::tree::{check_depth, child_position, MerklePath, SIBLINGS_PER_LEVEL};
 use crate::types::{ConsentWitness, PublicInputs, Scope};
 use ark_bn254::Fr;
 use ark_ff::{AdditiveGroup, One, Zero};
@@ -69,7 +69,7 @@ impl ConsentCircuit {
                 salt: Fr::zero(),
                 path: MerklePath {
                     leaf_index: 0,
-                    siblings: vec![Fr::zero(); depth as usize],
+                    siblings: vec![[Fr::zero(); SIBLINGS_PER_LEVEL]; depth as usize],
                 },
             },
         })
@@ -130,22 +130,40 @@ impl ConstraintSynthesizer<Fr> for ConsentCircuit {
     }
 }
 
-/// The root above `leaf` along `path`: per level one direction bit, one multiplication for the
-/// conditional swap (`swap = bit * (sibling - node)`; left = node + swap, right = sibling - swap)
-/// and one Poseidon node hash.
+/// The root above `leaf` along `path`: per level, the node's position `p = b0 + 2 b1` as two
+/// bits, the four children with the node at `p` and its brothers `s0, s1, s2` in order around
+/// it, and one width-5 Poseidon hash.
+///
+/// Placing the node costs 5 multiplications, not the 8 of four generic selections:
+///
+/// ```text
+/// b01 = b0 b1                          (1)    e0 = (1 - b0)(1 - b1) = 1 - b0 - b1 + b01, free
+/// c0  = s0 + e0 (node - s0)            (1)    node if p = 0, else s0
+/// c3  = s2 + b01 (node - s2)           (1)    node if p = 3, else s2
+/// c1  = s1 + (1 - b1)(s0 + b0 (node - s0) - s1)   (2)   s0, node, s1, s1 for p = 0..3
+/// c2  = node + s0 + s1 + s2 - c0 - c1 - c3        free: the children are a permutation
+/// ```
 fn merkle_root_gadget(
     builder: &Builder,
     leaf: Wire,
     path: &MerklePath,
 ) -> Result<Wire, SynthesisError> {
+    let one = builder.constant(Fr::one());
     let mut node = leaf;
-    for (height, sibling) in path.siblings.iter().enumerate() {
-        let is_right = builder.bit(path.leaf_index >> height & 1 == 1)?;
-        let sibling = builder.witness(*sibling)?;
-        let swap = builder.mul(&is_right, &sibling.sub(&node))?;
-        let left = node.add(&swap);
-        let right = sibling.sub(&swap);
-        node = node_parameters().hash_gadget(builder, &[left, right])?;
+    for (height, siblings) in path.siblings.iter().enumerate() {
+        let position = child_position(path.leaf_index, height);
+        let low = builder.bit(position & 1 == 1)?;
+        let high = builder.bit(position & 2 == 2)?;
+        let both = builder.mul(&low, &high)?;
+        let [s0, s1, s2] = siblings.map(|sibling| builder.witness(sibling));
+        let (s0, s1, s2) = (s0?, s1?, s2?);
+        let first_position = one.sub(&low).sub(&high).add(&both);
+        let c0 = s0.add(&builder.mul(&first_position, &node.sub(&s0))?);
+        let c3 = s2.add(&builder.mul(&both, &node.sub(&s2))?);
+        let low_pick = s0.add(&builder.mul(&low, &node.sub(&s0))?);
+        let c1 = s1.add(&builder.mul(&one.sub(&high), &low_pick.sub(&s1))?);
+        let c2 = node.add(&s0).add(&s1).add(&s2).sub(&c0).sub(&c1).sub(&c3);
+        node = node_parameters().hash_gadget(builder, &[c0, c1, c2, c3])?;
     }
     Ok(node)
 }
@@ -172,7 +190,7 @@ impl MembershipCircuit {
             leaf: Fr::zero(),
             path: MerklePath {
                 leaf_index: 0,
-                siblings: vec![Fr::zero(); depth as usize],
+                siblings: vec![[Fr::zero(); SIBLINGS_PER_LEVEL]; depth as usize],
             },
         })
     }

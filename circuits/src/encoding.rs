@@ -6,7 +6,7 @@
 //! else is [`Error::NonCanonicalField`]; nothing here panics on input.
 
 use crate::error::Error;
-use crate::tree::MerklePath;
+use crate::tree::{MerklePath, SIBLINGS_PER_LEVEL};
 use crate::types::{ConsentProof, ConsentWitness, PublicInputs, Scope};
 use ark_bn254::Fr;
 use ark_ff::{BigInteger, PrimeField};
@@ -88,8 +88,9 @@ pub struct WitnessDocument {
     pub salt: String,
     /// The leaf's index in the tree.
     pub leaf_index: u64,
-    /// The siblings along the leaf's path, leaf level first.
-    pub path: Vec<String>,
+    /// Per level of the 4-ary tree, leaf level first, the three other children of the path's
+    /// parent node, leftmost first.
+    pub path: Vec<[String; SIBLINGS_PER_LEVEL]>,
 }
 
 impl WitnessDocument {
@@ -110,7 +111,7 @@ impl WitnessDocument {
                 .path
                 .siblings
                 .iter()
-                .map(|s| field_to_hex(*s))
+                .map(|level| level.map(field_to_hex))
                 .collect(),
         }
     }
@@ -143,8 +144,13 @@ impl WitnessDocument {
         let siblings = self
             .path
             .iter()
-            .map(|sibling| field_from_hex("path", sibling))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|level| {
+                let [s0, s1, s2] = level
+                    .each_ref()
+                    .map(|sibling| field_from_hex("path", sibling));
+                Ok([s0?, s1?, s2?])
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let witness = ConsentWitness {
             grantee_secret: field_from_hex("grantee_secret", &self.grantee_secret)?,
             granted_scope: Scope::from_bits(self.granted_scope),

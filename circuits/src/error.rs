@@ -81,6 +81,9 @@ pub enum Error {
         /// The other side's depth.
         input: u32,
     },
+    /// A ceremony transcript or contribution was refused.
+    #[error("ceremony: {0}")]
+    Ceremony(#[from] crate::ceremony::CeremonyError),
     /// arkworks reported a synthesis failure (a bug or a key that does not match the circuit).
     #[error("constraint synthesis failed: {0}")]
     Synthesis(#[from] ark_relations::r1cs::SynthesisError),

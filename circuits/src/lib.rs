@@ -8,7 +8,7 @@
 //! issued by the verifying server. The verifier needs the root and the verifying key, nothing else.
 //!
 //! One module per phase: [`poseidon`] (native hash and R1CS gadget), [`tree`], [`circuit`],
-//! [`setup`] (keys and key files), [`prove`], [`verify`] (single and batch), and [`types`] /
+//! [`setup`] (keys and key files), [`ceremony`] (the multi-party setup), [`prove`], [`verify`] (single and batch), and [`types`] /
 //! [`encoding`] for the values that cross the crate's boundary.
 //!
 //! This crate knows nothing about HTTP, PostgreSQL or tokio: callers hand it bytes or typed values.
@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod ceremony;
 pub mod circuit;
 pub mod encoding;
 mod error;
@@ -28,6 +29,7 @@ pub mod types;
 pub mod verify;
 
 pub use ark_bn254::Fr;
+pub use ceremony::{Ceremony, CeremonyError, Phase, Rejection};
 pub use error::{Error, StatementViolation};
 pub use prove::prove;
 /// The operating system's random number generator, for callers that have none of their own.

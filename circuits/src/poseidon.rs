@@ -8,7 +8,7 @@
 //! | use | width `t` | inputs | partial rounds | MDS candidates skipped |
 //! | --- | --- | --- | --- | --- |
 //! | grantee commitment | 2 | 1 | 56 | 0 |
-//! | Merkle node | 3 | 2 | 57 | 0 |
+//! | Merkle node (4-ary tree) | 5 | 4 | 60 | 1 |
 //! | consent leaf | 6 | 5 | 60 | 1 |
 //!
 //! The round numbers are those of the Poseidon paper's security analysis for 128-bit security
@@ -18,7 +18,7 @@
 //! (appendix F), seeded with field = 1 (prime field), S-box = 0 (`x^alpha`), the field size
 //! 254, `t`, `R_F` and `R_P`, taking round constants by rejection sampling; as in the paper's
 //! reference script, candidate Cauchy matrices that fail the check against invariant subspace
-//! trails are skipped (the first candidate passes for `t = 2, 3`; for `t = 6` the first fails
+//! trails are skipped (the first candidate passes for `t = 2`; for `t = 5` and `t = 6` the first fails
 //! and the second passes). The implementation is ark-crypto-primitives'
 //! `find_poseidon_ark_and_mds(254, t - 1, 8, R_P, skipped)`; the check (the sufficient form of
 //! the reference's algorithm 1: the characteristic polynomial of `M^i` is irreducible for
@@ -36,7 +36,7 @@
 //! matrix are folded into linear combinations and cost nothing; a partial round has a single
 //! S-box; the capacity lane enters the first round as a constant, so its first S-box is free;
 //! and the last round's linear layer is computed for the output lane only. A hash of width `t`
-//! costs `3 * (8 t - 1 + R_P)` constraints: 213 for `t = 2`, 240 for `t = 3`, 321 for `t = 6`.
+//! costs `3 * (8 t - 1 + R_P)` constraints: 213 for `t = 2`, 297 for `t = 5`, 321 for `t = 6`.
 
 use crate::r1cs::{Builder, Wire};
 use ark_bn254::Fr;
@@ -171,8 +171,8 @@ fn mix_row<const T: usize>(row: &[Fr; T], state: &[Wire]) -> Wire {
 
 static COMMITMENT: LazyLock<PoseidonParameters<2>> =
     LazyLock::new(|| PoseidonParameters::generate(56, 0));
-static NODE: LazyLock<PoseidonParameters<3>> =
-    LazyLock::new(|| PoseidonParameters::generate(57, 0));
+static NODE: LazyLock<PoseidonParameters<5>> =
+    LazyLock::new(|| PoseidonParameters::generate(60, 1));
 static LEAF: LazyLock<PoseidonParameters<6>> =
     LazyLock::new(|| PoseidonParameters::generate(60, 1));
 
@@ -181,8 +181,8 @@ pub fn commitment_parameters() -> &'static PoseidonParameters<2> {
     &COMMITMENT
 }
 
-/// The width-3 instance, for Merkle nodes.
-pub fn node_parameters() -> &'static PoseidonParameters<3> {
+/// The width-5 instance, for the nodes of the 4-ary Merkle tree.
+pub fn node_parameters() -> &'static PoseidonParameters<5> {
     &NODE
 }
 
@@ -196,9 +196,10 @@ pub fn hash1(input: Fr) -> Fr {
     COMMITMENT.hash(&[input])
 }
 
-/// Poseidon of two elements (width 3): a Merkle node from its children.
-pub fn hash2(left: Fr, right: Fr) -> Fr {
-    NODE.hash(&[left, right])
+/// Poseidon of four elements (width 5): a node of the 4-ary Merkle tree from its children,
+/// leftmost first.
+pub fn hash4(children: &[Fr; 4]) -> Fr {
+    NODE.hash(children)
 }
 
 /// Poseidon of five elements (width 6): a consent leaf.
@@ -270,15 +271,15 @@ mod tests {
         let count = |mode| {
             (
                 gadget_hash(commitment_parameters(), &[Fr::from(1u8)], mode).1,
-                gadget_hash(node_parameters(), &[Fr::from(1u8), Fr::from(2u8)], mode).1,
+                gadget_hash(node_parameters(), &[Fr::from(1u8); 4], mode).1,
                 gadget_hash(leaf_parameters(), &[Fr::from(1u8); 5], mode).1,
             )
         };
-        assert_eq!(count(PROVE), (213, 240, 321));
+        assert_eq!(count(PROVE), (213, 297, 321));
         let without_matrices = SynthesisMode::Prove {
             construct_matrices: false,
         };
-        assert_eq!(count(without_matrices), (213, 240, 321));
+        assert_eq!(count(without_matrices), (213, 297, 321));
     }
 
     #[test]
@@ -288,9 +289,10 @@ mod tests {
             hash1(inputs[0]),
             sponge_hash(commitment_parameters(), &inputs[..1])
         );
+        let children: [Fr; 4] = inputs[..4].try_into().unwrap();
         assert_eq!(
-            hash2(inputs[0], inputs[1]),
-            sponge_hash(node_parameters(), &inputs[..2])
+            hash4(&children),
+            sponge_hash(node_parameters(), &inputs[..4])
         );
         let leaf: [Fr; 5] = inputs.clone().try_into().unwrap();
         assert_eq!(hash5(&leaf), sponge_hash(leaf_parameters(), &inputs));
@@ -305,8 +307,8 @@ mod tests {
             "0x112a4f9241e384b0ede4655e6d2bbf7ebd9595775de9e7536df87cd487852fc4"
         );
         assert_eq!(
-            field_to_hex(hash2(Fr::from(1u8), Fr::from(2u8))),
-            "0x0fca49b798923ab0239de1c9e7a4a9a2210312b6a2f616d18b5a87f9b628ae29"
+            field_to_hex(hash4(&[1u8, 2, 3, 4].map(Fr::from))),
+            "0x08941d6f6a7f06dc4b50ef64a93f5d426ee6ca4677ec688d5ce55de04cf285c3"
         );
         assert_eq!(
             field_to_hex(hash5(&[1u8, 2, 3, 4, 5].map(Fr::from))),
@@ -317,7 +319,7 @@ mod tests {
     #[test]
     fn round_numbers_follow_the_paper() {
         assert_eq!(commitment_parameters().round_constants.len(), 8 + 56);
-        assert_eq!(node_parameters().round_constants.len(), 8 + 57);
+        assert_eq!(node_parameters().round_constants.len(), 8 + 60);
         assert_eq!(leaf_parameters().round_constants.len(), 8 + 60);
     }
 
@@ -458,9 +460,10 @@ mod tests {
             let (value, _, satisfied) = gadget_hash(commitment_parameters(), &inputs[..1], PROVE);
             prop_assert!(satisfied);
             prop_assert_eq!(value, hash1(inputs[0]));
-            let (value, _, satisfied) = gadget_hash(node_parameters(), &inputs[..2], PROVE);
+            let (value, _, satisfied) = gadget_hash(node_parameters(), &inputs[..4], PROVE);
             prop_assert!(satisfied);
-            prop_assert_eq!(value, hash2(inputs[0], inputs[1]));
+            let children: [Fr; 4] = inputs[..4].try_into().unwrap();
+            prop_assert_eq!(value, hash4(&children));
             let (value, _, satisfied) = gadget_hash(leaf_parameters(), &inputs, PROVE);
             prop_assert!(satisfied);
             prop_assert_eq!(value, hash5(&inputs));

@@ -39,7 +39,7 @@ const DEPTH_BYTES: usize = 4;
 pub(crate) struct CircuitShape {
     pub(crate) matrices: ConstraintMatrices<Fr>,
     /// The QAP evaluation domain's size (a power of two).
-    domain_size: usize,
+    pub(crate) domain_size: usize,
 }
 
 impl CircuitShape {
@@ -240,6 +240,16 @@ impl ConsentProvingKey {
             depth: self.depth,
             key: self.key.vk.clone(),
         }
+    }
+
+    /// The keys a verified ceremony transcript leads to (their shape is the circuit's by
+    /// construction).
+    pub(crate) fn from_ceremony(
+        depth: u32,
+        key: ProvingKey<Bn254>,
+        shape: Arc<CircuitShape>,
+    ) -> Self {
+        ConsentProvingKey { depth, key, shape }
     }
 
     /// The key file: depth, then arkworks' compressed proving key.

@@ -1,4 +1,9 @@
-//! The consent tree: a binary incremental Merkle tree of consent leaves with Poseidon nodes.
+//! The consent tree: a 4-ary incremental Merkle tree of consent leaves with Poseidon nodes.
+//!
+//! Why 4-ary: a width-5 Poseidon over four children costs 297 constraints against 240 for a
+//! width-3 one over two, so a tree of `4^d = 2^(2d)` leaves costs `d` node hashes where a binary
+//! one costs `2d` (MISSION.md's bar of 4,000 constraints for 2^20 leaves; ARCHITECTURE.md has
+//! the breakdown). A tree's `depth` counts 4-ary levels: depth 10 holds 2^20 leaves.
 //!
 //! Leaves are appended left to right; an empty or revoked leaf is zero, and the root of an empty
 //! subtree of height `h` is precomputed (`zeros[h]`), so only the filled part of each level is
@@ -7,18 +12,24 @@
 
 use crate::encoding::{field_from_bytes, field_to_bytes, FIELD_BYTES};
 use crate::error::Error;
-use crate::poseidon::hash2;
+use crate::poseidon::hash4;
 use ark_bn254::Fr;
 use ark_ff::Zero;
 use rayon::prelude::*;
 
-/// The depth the server uses unless told otherwise: about a million grants per patient tree.
-pub const DEFAULT_DEPTH: u32 = 20;
-/// The deepest tree supported (leaf indices are `u64`, keys grow linearly with depth).
-pub const MAX_DEPTH: u32 = 32;
+/// Children per inner node.
+pub const ARITY: usize = 4;
+/// Siblings per level of an authentication path: the node's three brothers.
+pub const SIBLINGS_PER_LEVEL: usize = ARITY - 1;
+/// The depth the server uses unless told otherwise: 4^10 = 2^20, about a million grants per
+/// patient tree.
+pub const DEFAULT_DEPTH: u32 = 10;
+/// The deepest tree supported: 4^16 = 2^32 leaves (keys grow linearly with depth).
+pub const MAX_DEPTH: u32 = 16;
 
 const MAGIC: &[u8; 4] = b"MVCT";
-const FORMAT_VERSION: u8 = 1;
+/// Version 1 was the binary tree; its roots are not roots of this tree.
+const FORMAT_VERSION: u8 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 1 + 8;
 
 /// Checks that `depth` is in `1..=MAX_DEPTH`.
@@ -30,23 +41,45 @@ pub(crate) fn check_depth(depth: u32) -> Result<(), Error> {
     }
 }
 
-/// The roots of empty subtrees: `zeros[0] = 0`, `zeros[h + 1] = H(zeros[h], zeros[h])`.
+/// The roots of empty subtrees: `zeros[0] = 0`, `zeros[h + 1] = H(zeros[h]; 4)`.
 fn zero_subtrees(depth: u32) -> Vec<Fr> {
     let mut zeros = Vec::with_capacity(depth as usize + 1);
     zeros.push(Fr::zero());
     for height in 0..depth as usize {
-        zeros.push(hash2(zeros[height], zeros[height]));
+        zeros.push(hash4(&[zeros[height]; ARITY]));
     }
     zeros
 }
 
-/// A leaf's authentication path: its index and the sibling at every level, leaf level first.
+/// Where a node at `height` on the path of leaf `leaf_index` sits among its parent's children
+/// (`0..4`, leftmost first): base-4 digit `height` of the index.
+pub(crate) fn child_position(leaf_index: u64, height: usize) -> usize {
+    let shift = u32::try_from(2 * height).unwrap_or(u32::MAX);
+    leaf_index.checked_shr(shift).unwrap_or(0) as usize % ARITY
+}
+
+/// The four children of a node, given one child, its position and its three brothers in order.
+fn children_with(node: Fr, position: usize, siblings: &[Fr; SIBLINGS_PER_LEVEL]) -> [Fr; ARITY] {
+    let mut brothers = siblings.iter();
+    std::array::from_fn(|slot| {
+        if slot == position {
+            node
+        } else {
+            brothers.next().copied().unwrap_or_default()
+        }
+    })
+}
+
+/// A leaf's authentication path: its index and the three siblings at every level, leaf level
+/// first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MerklePath {
-    /// The leaf's index; bit `h` says whether the node at height `h` is a right child.
+    /// The leaf's index; its base-4 digit `h` is the position of the path's node at height `h`
+    /// among its parent's children.
     pub leaf_index: u64,
-    /// One sibling per level, from the leaf's sibling up to the root's children.
-    pub siblings: Vec<Fr>,
+    /// Per level, from the leaf's level up to the root's children, the other three children of
+    /// the parent, leftmost first.
+    pub siblings: Vec<[Fr; SIBLINGS_PER_LEVEL]>,
 }
 
 impl MerklePath {
@@ -55,12 +88,12 @@ impl MerklePath {
         self.siblings
             .iter()
             .enumerate()
-            .fold(leaf, |node, (height, sibling)| {
-                if self.leaf_index >> height & 1 == 1 {
-                    hash2(*sibling, node)
-                } else {
-                    hash2(node, *sibling)
-                }
+            .fold(leaf, |node, (height, siblings)| {
+                hash4(&children_with(
+                    node,
+                    child_position(self.leaf_index, height),
+                    siblings,
+                ))
             })
     }
 }
@@ -101,9 +134,9 @@ impl ConsentTree {
         self.levels[0].is_empty()
     }
 
-    /// How many leaves the tree can hold.
+    /// How many leaves the tree can hold: `4^depth`.
     pub fn capacity(&self) -> u64 {
-        1u64 << self.depth
+        1u64 << (2 * self.depth)
     }
 
     /// The current root.
@@ -148,7 +181,14 @@ impl ConsentTree {
     pub fn path(&self, index: u64) -> Result<MerklePath, Error> {
         let slot = self.slot(index)?;
         let siblings = (0..self.depth as usize)
-            .map(|height| self.node(height, (slot >> height) ^ 1))
+            .map(|height| {
+                let node = slot >> (2 * height);
+                let first_child = node - node % ARITY;
+                let mut brothers = (first_child..first_child + ARITY)
+                    .filter(|child| *child != node)
+                    .map(|child| self.node(height, child));
+                std::array::from_fn(|_| brothers.next().unwrap_or_default())
+            })
             .collect();
         Ok(MerklePath {
             leaf_index: index,
@@ -169,11 +209,10 @@ impl ConsentTree {
     /// Recomputes the nodes above the leaf at `slot`.
     fn update_path(&mut self, slot: usize) {
         for height in 0..self.depth as usize {
-            let parent = slot >> (height + 1);
-            let value = hash2(
-                self.node(height, 2 * parent),
-                self.node(height, 2 * parent + 1),
-            );
+            let parent = slot >> (2 * (height + 1));
+            let value = hash4(&std::array::from_fn(|child| {
+                self.node(height, ARITY * parent + child)
+            }));
             let level = &mut self.levels[height + 1];
             if parent < level.len() {
                 level[parent] = value;
@@ -183,7 +222,7 @@ impl ConsentTree {
         }
     }
 
-    /// The compact form the server persists: magic `MVCT`, format version 1, depth (1 byte),
+    /// The compact form the server persists: magic `MVCT`, format version 2, depth (1 byte),
     /// leaf count (8 bytes, little-endian), the leaves and then the root (32-byte canonical field
     /// elements). Inner nodes are not stored; [`ConsentTree::from_bytes`] recomputes them.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -240,8 +279,12 @@ impl ConsentTree {
         for height in 0..depth as usize {
             let zero = tree.zeros[height];
             let parents = tree.levels[height]
-                .par_chunks(2)
-                .map(|pair| hash2(pair[0], pair.get(1).copied().unwrap_or(zero)))
+                .par_chunks(ARITY)
+                .map(|children| {
+                    hash4(&std::array::from_fn(|child| {
+                        children.get(child).copied().unwrap_or(zero)
+                    }))
+                })
                 .collect();
             tree.levels[height + 1] = parents;
         }

@@ -18,6 +18,10 @@ fn every_subcommand_has_help() {
         vec!["schema", "--help"],
         vec!["keys", "setup", "--help"],
         vec!["keys", "constraints", "--help"],
+        vec!["keys", "ceremony", "init", "--help"],
+        vec!["keys", "ceremony", "contribute", "--help"],
+        vec!["keys", "ceremony", "verify", "--help"],
+        vec!["keys", "ceremony", "finalize", "--help"],
         vec!["consent", "prove", "--help"],
         vec!["consent", "verify", "--help"],
         vec!["consent", "sample-witness", "--help"],
@@ -38,6 +42,109 @@ fn every_subcommand_has_help() {
             "{args:?}"
         );
     }
+}
+
+/// Two hospitals run the ceremony at depth 1 through the binary, one file handed from one to the
+/// next; the finalized keys prove and verify a consent statement.
+#[test]
+fn a_ceremony_makes_keys_that_prove_and_verify() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let output = medvault().args(args).output().expect("run medvault");
+        assert!(
+            output.status.success(),
+            "medvault {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&[
+        "keys",
+        "ceremony",
+        "init",
+        "--depth",
+        "1",
+        "--out",
+        &path("t0"),
+    ]);
+    let steps = [
+        ("t0", "t1", "st-mary", "tau"),
+        ("t1", "t2", "city-general", "tau"),
+        ("t2", "t3", "st-mary", "circuit"),
+        ("t3", "t4", "city-general", "circuit"),
+    ];
+    for (from, to, name, phase) in steps {
+        let transcript = path(from);
+        let out = path(to);
+        run(&[
+            "keys",
+            "ceremony",
+            "contribute",
+            "--transcript",
+            &transcript,
+            "--out",
+            &out,
+            "--name",
+            name,
+            "--phase",
+            phase,
+        ]);
+    }
+    let verified = run(&["keys", "ceremony", "verify", "--transcript", &path("t4")]);
+    assert!(verified.contains("4 contributions"), "{verified}");
+    let keys = path("keys");
+    run(&[
+        "keys",
+        "ceremony",
+        "finalize",
+        "--transcript",
+        &path("t4"),
+        "--out",
+        &keys,
+    ]);
+    assert!(dir
+        .path()
+        .join("keys/ceremony_transcript.sha3-256")
+        .exists());
+    // A tau contribution after the circuit phase began is refused.
+    let refused = medvault()
+        .args([
+            "keys",
+            "ceremony",
+            "contribute",
+            "--transcript",
+            &path("t4"),
+        ])
+        .args(["--out", &path("t5"), "--name", "late", "--phase", "tau"])
+        .output()
+        .expect("run medvault");
+    assert!(!refused.status.success());
+
+    run(&[
+        "consent",
+        "sample-witness",
+        "--depth",
+        "1",
+        "--out",
+        &path("witness.json"),
+    ]);
+    let challenge = format!("0x{:064x}", 0xab);
+    let proof = path("proof.json");
+    run(&[
+        "consent",
+        "prove",
+        "--keys",
+        &keys,
+        "--witness",
+        &path("witness.json"),
+        "--challenge",
+        &challenge,
+        "--out",
+        &proof,
+    ]);
+    let verdict = run(&["consent", "verify", "--keys", &keys, "--proof", &proof]);
+    assert!(verdict.contains("\"valid\": true"), "{verdict}");
 }
 
 #[test]

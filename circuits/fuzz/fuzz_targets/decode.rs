@@ -1,5 +1,6 @@
 //! Everything medvault-circuits decodes from outside: proofs, public inputs, verifying and
-//! proving keys, consent trees and the JSON documents. The first byte picks the decoder; none
+//! proving keys, consent trees, ceremony transcripts and the JSON documents (whose witness holds
+//! the 4-ary tree's authentication path). The first byte picks the decoder; none
 //! may panic, hang or allocate without bound, whatever the rest holds.
 
 #![no_main]
@@ -7,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use medvault_circuits::encoding::{field_from_hex, ProofDocument, WitnessDocument};
 use medvault_circuits::{
-    verify_encoded, ConsentProof, ConsentProvingKey, ConsentTree, ConsentVerifyingKey,
+    verify_encoded, Ceremony, ConsentProof, ConsentProvingKey, ConsentTree, ConsentVerifyingKey,
     PreparedConsentKey, PublicInputs,
 };
 use std::sync::LazyLock;
@@ -31,12 +32,27 @@ struct Keys {
     prepared: PreparedConsentKey,
 }
 
+/// A depth-1 ceremony transcript with one contribution per phase, from a fixed seed, to patch.
+static TRANSCRIPT: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    use medvault_circuits::Phase;
+    let mut rng = <rand_chacha::ChaCha20Rng as rand::SeedableRng>::seed_from_u64(1);
+    let mut ceremony = Ceremony::new(1).expect("depth 1");
+    for phase in [Phase::PowersOfTau, Phase::Circuit] {
+        ceremony
+            .contribute(phase, "fuzz", &mut rng)
+            .expect("honest contribution");
+    }
+    ceremony.transcript().to_vec()
+});
+
 /// `key` with bytes of `edit` written over it: the first two bytes of `edit` pick the position,
 /// the rest is written there, so the fuzzer reaches the checks behind the layout checks.
 fn patched(key: &[u8], edit: &[u8]) -> Vec<u8> {
     let mut key = key.to_vec();
     if let [high, low, patch @ ..] = edit {
-        let at = usize::from(u16::from_le_bytes([*low, *high])) % key.len();
+        // Scaled to the length, so that every part of a transcript longer than 64 KiB is
+        // reachable too.
+        let at = usize::from(u16::from_le_bytes([*low, *high])) * key.len() / 65_536;
         let end = (at + patch.len()).min(key.len());
         key[at..end].copy_from_slice(&patch[..end - at]);
     }
@@ -47,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
-    match selector % 8 {
+    match selector % 10 {
         0 => {
             let _ = ConsentProof::from_bytes(rest);
         }
@@ -73,6 +89,15 @@ fuzz_target!(|data: &[u8]| {
         }
         6 => {
             let _ = ConsentTree::from_bytes(rest);
+        }
+        8 => {
+            let _ = Ceremony::from_transcript(rest);
+        }
+        9 => {
+            // A whole transcript takes about a second to verify; patch one only now and then.
+            if rest.first().is_some_and(|byte| *byte == 0) {
+                let _ = Ceremony::from_transcript(&patched(&TRANSCRIPT, &rest[1..]));
+            }
         }
         _ => {
             if let Ok(text) = std::str::from_utf8(rest) {

@@ -2,6 +2,7 @@
 //! at depth 4 with fixed seeds.
 
 mod batch;
+mod ceremony;
 mod circuit;
 mod decoding;
 mod keys;

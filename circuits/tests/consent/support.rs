@@ -30,13 +30,28 @@ pub fn rng(seed: u64) -> ChaCha20Rng {
 }
 
 pub static SCENARIO: LazyLock<Scenario> = LazyLock::new(|| {
-    let mut rng = rng(1);
-    let (proving_key, verifying_key) = setup(DEPTH, &mut rng).expect("setup at depth 4");
+    let (proving_key, verifying_key) = setup(DEPTH, &mut rng(1)).expect("setup at depth 4");
     let prepared = verifying_key.prepare();
-    let patient = Fr::from(4242u64);
-    let doctor_secret = Fr::from(0xd0c7_0123_u64);
-    let doctor_salt = Fr::from(99u64);
-    let mut tree = ConsentTree::new(DEPTH).expect("depth 4 is supported");
+    Scenario {
+        proving_key,
+        verifying_key,
+        prepared,
+        tree: sample_tree(DEPTH),
+        patient: Fr::from(PATIENT),
+        doctor_secret: Fr::from(DOCTOR_SECRET),
+        doctor_salt: Fr::from(DOCTOR_SALT),
+        doctor_leaf_index: 1,
+    }
+});
+
+const PATIENT: u64 = 4242;
+const DOCTOR_SECRET: u64 = 0xd0c7_0123;
+const DOCTOR_SALT: u64 = 99;
+
+/// A tree of `depth` with three grants for the patient; the doctor's is the second (index 1).
+pub fn sample_tree(depth: u32) -> ConsentTree {
+    let patient = Fr::from(PATIENT);
+    let mut tree = ConsentTree::new(depth).expect("supported depth");
     let other = Grant {
         grantee_commitment: grantee_commitment(Fr::from(7u64)),
         patient_pseudonym: patient,
@@ -46,13 +61,13 @@ pub static SCENARIO: LazyLock<Scenario> = LazyLock::new(|| {
     };
     tree.insert(other.leaf()).expect("room");
     let doctor = Grant {
-        grantee_commitment: grantee_commitment(doctor_secret),
+        grantee_commitment: grantee_commitment(Fr::from(DOCTOR_SECRET)),
         patient_pseudonym: patient,
         scope: Scope::READ | Scope::WRITE,
         expiry: EXPIRY,
-        salt: doctor_salt,
+        salt: Fr::from(DOCTOR_SALT),
     };
-    let doctor_leaf_index = tree.insert(doctor.leaf()).expect("room");
+    tree.insert(doctor.leaf()).expect("room");
     tree.insert(
         Grant {
             salt: Fr::from(2u64),
@@ -61,17 +76,8 @@ pub static SCENARIO: LazyLock<Scenario> = LazyLock::new(|| {
         .leaf(),
     )
     .expect("room");
-    Scenario {
-        proving_key,
-        verifying_key,
-        prepared,
-        tree,
-        patient,
-        doctor_secret,
-        doctor_salt,
-        doctor_leaf_index,
-    }
-});
+    tree
+}
 
 impl Scenario {
     /// The doctor's witness in `tree`.
@@ -91,8 +97,13 @@ impl Scenario {
 
     /// A READ request at NOW with the given challenge.
     pub fn public(&self, challenge: u64) -> PublicInputs {
+        self.public_in(&self.tree, challenge)
+    }
+
+    /// A READ request at NOW with the given challenge, against `tree`'s root.
+    pub fn public_in(&self, tree: &ConsentTree, challenge: u64) -> PublicInputs {
         PublicInputs {
-            root: self.tree.root(),
+            root: tree.root(),
             patient_pseudonym: self.patient,
             required_scope: Scope::READ,
             now: NOW,

@@ -3,7 +3,7 @@
 use medvault_circuits::{ConsentTree, Error, Fr};
 
 fn tree_with(leaves: u64) -> ConsentTree {
-    let mut tree = ConsentTree::new(4).unwrap();
+    let mut tree = ConsentTree::new(2).unwrap();
     for leaf in 0..leaves {
         assert_eq!(tree.insert(Fr::from(1000 + leaf)).unwrap(), leaf);
     }
@@ -37,21 +37,21 @@ fn revoking_zeroes_the_leaf_and_changes_the_root() {
 
 #[test]
 fn empty_and_full_trees() {
-    let empty = ConsentTree::new(4).unwrap();
+    let empty = ConsentTree::new(2).unwrap();
     let mut full = tree_with(16);
     assert_ne!(empty.root(), full.root());
     assert!(matches!(
         full.insert(Fr::from(1u8)),
         Err(Error::TreeFull { capacity: 16 })
     ));
-    for depth in [0, 33] {
+    for depth in [0, 17] {
         assert!(matches!(
             ConsentTree::new(depth),
             Err(Error::UnsupportedDepth(_))
         ));
     }
     // Filling every slot with zero is the empty tree again.
-    let mut zeroed = ConsentTree::new(4).unwrap();
+    let mut zeroed = ConsentTree::new(2).unwrap();
     zeroed.insert(Fr::from(0u8)).unwrap();
     assert_eq!(zeroed.root(), empty.root());
 }
