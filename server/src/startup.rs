@@ -274,12 +274,8 @@ fn declares_json(request: &HttpRequest) -> bool {
 /// Checks every operation of a batch against the document bounds, parsing each once (the
 /// parsed document is kept for execution).
 fn check_batch(batch: &mut BatchRequest, bounds: &DocumentBounds) -> Result<(), String> {
-    let requests: Vec<&mut async_graphql::Request> = match batch {
-        BatchRequest::Single(single) => vec![single],
-        BatchRequest::Batch(requests) => requests.iter_mut().collect(),
-    };
-    let many = requests.len() > 1;
-    for (index, request) in requests.into_iter().enumerate() {
+    let many = matches!(batch, BatchRequest::Batch(requests) if requests.len() > 1);
+    for (index, request) in batch.iter_mut().enumerate() {
         if let Err(error) = check_request(request, bounds) {
             return Err(if many {
                 format!("operation {index} of the batch: {error}")

@@ -69,6 +69,15 @@ struct Counter {
     locked_until: Option<DateTime<Utc>>,
 }
 
+impl Counter {
+    /// No failures on record.
+    const FRESH: Counter = Counter {
+        failures: 0,
+        last_failure_at: None,
+        locked_until: None,
+    };
+}
+
 impl LoginThrottle {
     fn free_failures(&self, scope: Scope) -> i32 {
         match scope {
@@ -108,8 +117,12 @@ impl LoginThrottle {
             .min(self.max_lock)
     }
 
-    /// The counter once a correct password takes back its provisional failure.
+    /// The counter once a correct password was given: the account starts again from zero, and
+    /// the address's counter takes back this attempt's provisional failure.
     fn after_success(&self, scope: Scope, counter: Counter) -> Counter {
+        if scope == Scope::Account {
+            return Counter::FRESH;
+        }
         let failures = (counter.failures - 1).max(0);
         let still_locked = failures >= self.free_failures(scope);
         Counter {
@@ -170,14 +183,7 @@ impl Vault {
         let transaction = client.transaction().await?;
         for (scope, subject) in attempt.counters() {
             let counter = lock_counter(&transaction, scope, subject).await?;
-            let settled = match scope {
-                Scope::Account => Counter {
-                    failures: 0,
-                    last_failure_at: None,
-                    locked_until: None,
-                },
-                Scope::Address => self.throttle.after_success(scope, counter),
-            };
+            let settled = self.throttle.after_success(scope, counter);
             store_counter(&transaction, scope, subject, settled).await?;
         }
         transaction
@@ -268,12 +274,6 @@ async fn store_counter(
 mod tests {
     use super::*;
 
-    const FRESH: Counter = Counter {
-        failures: 0,
-        last_failure_at: None,
-        locked_until: None,
-    };
-
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
     }
@@ -281,7 +281,7 @@ mod tests {
     #[test]
     fn free_failures_then_doubling_locks_up_to_the_ceiling() {
         let throttle = LoginThrottle::default();
-        let mut counter = FRESH;
+        let mut counter = Counter::FRESH;
         let mut now = at(0);
         for _ in 0..4 {
             counter = throttle
@@ -334,6 +334,11 @@ mod tests {
         assert_eq!(
             throttle.after_success(Scope::Address, charged).locked_until,
             None
+        );
+        assert_eq!(
+            throttle.after_success(Scope::Account, charged),
+            Counter::FRESH,
+            "a correct password clears its account"
         );
         let charged = Counter {
             failures: 21,
