@@ -5,13 +5,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
-use medvault_server::configuration::{
-    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
-};
-use medvault_server::database;
+use medvault_server::configuration::{ApplicationConfig, ServerSettings};
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
-use medvault_server::vault::NewStaffUser;
+use medvault_vault::auth::Operator;
+use medvault_vault::{database, MasterKeySource, NewStaffUser, VaultConfig};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -47,32 +45,28 @@ impl Fixture {
         let config = ApplicationConfig {
             settings: ServerSettings {
                 bind: "127.0.0.1:0".parse().expect("addr"),
-                pool_size: 32,
-                session_ttl: chrono::Duration::hours(2),
                 ..ServerSettings::default()
             },
-            database_url: url.clone(),
-            master_key: MasterKeySource::Hex("42".repeat(32)),
-            chain: ChainTarget::None,
+            vault: VaultConfig {
+                pool_size: 32,
+                session_ttl: chrono::Duration::hours(2),
+                ..VaultConfig::new(url.clone(), MasterKeySource::Hex("42".repeat(32)))
+            },
         };
         let application = Application::build(config).await.expect("app");
         let vault = application.services().vault().clone();
         let endpoint = format!("http://127.0.0.1:{}/graphql", application.port());
         tokio::spawn(application.run_until_stopped());
 
-        let hospital = vault
-            .ensure_organization("Bench Hospital")
-            .await
-            .expect("org");
         let admin = NewStaffUser {
             username: "bench-admin".into(),
             password: PASSWORD.into(),
-            role: medvault_server::domain::Role::Admin,
+            role: medvault_vault::domain::Role::Admin,
             display_name: "Bench".into(),
             specialty: None,
         };
         vault
-            .create_staff_user(hospital.id, admin, None)
+            .create_hospital_admin(&Operator::at_command_line(), "Bench Hospital", admin)
             .await
             .expect("admin");
         let mut fixture = Fixture {

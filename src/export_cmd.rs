@@ -5,9 +5,9 @@ use crate::vault_cmd::{open_database, StorageArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use medvault_exporter::ExportPolicy;
-use medvault_server::configuration::{ChainTarget, ServerSettings};
-use medvault_server::exports::ExportProgress;
-use medvault_server::startup::Services;
+use medvault_vault::auth::Operator;
+use medvault_vault::exports::ExportProgress;
+use medvault_vault::{ChainTarget, Services, VaultConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,22 +43,22 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.policy.display()))?;
     let policy = ExportPolicy::from_toml(&text)?;
     crate::vault_cmd::runtime()?.block_on(async {
-        let settings = ServerSettings {
-            pool_size: 4,
-            operator_name: args.operator_name.clone(),
-            ..ServerSettings::default()
-        };
         let chain = match &args.chain_dir {
             Some(dir) => ChainTarget::Embedded(dir.clone()),
             None => ChainTarget::None,
         };
         let database = open_database(Some(database_url)).await?;
-        let services = Services::start(&args.storage.config(&database, settings, chain)).await?;
+        let config = VaultConfig {
+            pool_size: 4,
+            operator_name: args.operator_name.clone(),
+            ..args.storage.vault_config(&database, chain)
+        };
+        let services = Services::start(&config).await?;
         let requester = services
             .vault()
-            .actor_by_username(&args.requester)
+            .actor_by_username(&Operator::at_command_line(), &args.requester)
             .await
-            .map_err(|error| anyhow::anyhow!("--requester: {}", error.message()))?;
+            .context("--requester")?;
         let exports = services.exports();
         let progress = Arc::new(ExportProgress::default());
         let bar = indicatif::ProgressBar::new(0).with_style(
@@ -87,7 +87,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         bar.set_position(done.max(0) as u64);
         bar.finish();
         let (manifest, digest) =
-            exported.map_err(|error| anyhow::anyhow!("export failed: {}", error.message()))?;
+            exported.context("export failed")?;
         println!(
             "export {} written to {}: {} of {} consenting persons ({} suppressed), {} events, \
              k = {}, l = {}\nmanifest SHA3-256 {}",
@@ -106,9 +106,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
         match services.anchoring() {
             Some(anchoring) => {
                 let anchored = anchoring.wait_until_anchored().await;
-                let height = anchoring.chain().head_height();
+                let height = anchoring.chain().head_height().await;
                 services.stop().await;
                 anchored?;
+                let height = height?;
                 println!("anchored: the chain's head is at height {height}");
             }
             None => println!(

@@ -2,15 +2,15 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use medvault_server::configuration::{
-    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
-};
-use medvault_server::demo::{self, DemoSize};
+use medvault_server::configuration::{ApplicationConfig, ServerSettings};
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ThrowawayCluster;
-use medvault_server::startup::{Application, Services};
-use medvault_server::vault::NewStaffUser;
-use medvault_server::{database, domain::Role, telemetry};
+use medvault_server::startup::Application;
+use medvault_server::telemetry;
+use medvault_vault::auth::Operator;
+use medvault_vault::demo::{self, DemoSize};
+use medvault_vault::domain::Role;
+use medvault_vault::{database, ChainTarget, MasterKeySource, NewStaffUser, Services, VaultConfig};
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,22 +132,15 @@ pub async fn open_database(database_url: Option<String>) -> anyhow::Result<Datab
 }
 
 impl StorageArgs {
-    /// The configuration of a process over `database` with this master key.
-    pub fn config(
-        &self,
-        database: &Database,
-        settings: ServerSettings,
-        chain: ChainTarget,
-    ) -> ApplicationConfig {
+    /// The configuration of a vault over `database` with this master key, anchoring on `chain`.
+    pub fn vault_config(&self, database: &Database, chain: ChainTarget) -> VaultConfig {
         let master_key = match &self.master_key {
             Some(hex) => MasterKeySource::Hex(hex.clone()),
             None => MasterKeySource::File(self.master_key_file.clone()),
         };
-        ApplicationConfig {
-            settings,
-            database_url: database.url.clone(),
-            master_key,
+        VaultConfig {
             chain,
+            ..VaultConfig::new(database.url.clone(), master_key)
         }
     }
 }
@@ -169,8 +162,8 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         };
         let database = open_database(args.storage.database_url.clone()).await?;
         let chain = ChainTarget::Embedded(args.chain_dir.clone());
-        let application =
-            Application::build(args.storage.config(&database, settings, chain)).await?;
+        let vault = args.storage.vault_config(&database, chain);
+        let application = Application::build(ApplicationConfig { settings, vault }).await?;
         let services = application.services();
         let size = DemoSize {
             patients_per_hospital: args.patients_per_hospital,
@@ -183,18 +176,21 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let logins = demo::seed(services.vault(), services.exports(), size, |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        })
+        let logins = demo::seed(
+            &Operator::at_command_line(),
+            services.vault(),
+            services.exports(),
+            size,
+            |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+        )
         .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "seeding failed: {} (a database that already holds the demo data set cannot be \
-                 seeded again: unset DATABASE_URL for a fresh throwaway cluster)",
-                error.message()
-            )
-        })?;
+        .context(
+            "seeding failed (a database that already holds the demo data set cannot be seeded \
+             again: unset DATABASE_URL for a fresh throwaway cluster)",
+        )?;
         bar.finish();
         let anchoring = services
             .anchoring()
@@ -202,7 +198,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         anchoring.wait_until_anchored().await?;
         eprintln!(
             "every record version is anchored: the embedded chain's head is at height {}",
-            anchoring.chain().head_height()
+            anchoring.chain().head_height().await?
         );
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
         println!("{}", demo_banner(&address, &logins));
@@ -250,8 +246,6 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             bind: args.bind,
             limits: QueryLimits::new(args.introspection),
             graphiql: args.introspection,
-            pool_size: args.pool_size,
-            export_dir: args.export_dir.clone(),
             ..ServerSettings::default()
         };
         if args.storage.database_url.is_none() {
@@ -262,8 +256,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(dir) => ChainTarget::Embedded(dir.clone()),
             None => ChainTarget::None,
         };
-        let application =
-            Application::build(args.storage.config(&database, settings, chain)).await?;
+        let vault = VaultConfig {
+            pool_size: args.pool_size,
+            export_dir: args.export_dir.clone(),
+            ..args.storage.vault_config(&database, chain)
+        };
+        let application = Application::build(ApplicationConfig { settings, vault }).await?;
         tracing::info!(port = application.port(), "serving GraphQL on /graphql");
         application.run_until_stopped().await?;
         drop(database);
@@ -286,18 +284,12 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
         }
     };
     runtime()?.block_on(async {
-        let settings = ServerSettings {
-            pool_size: 2,
-            ..ServerSettings::default()
-        };
         let database = open_database(Some(database_url)).await?;
-        let services =
-            Services::start(&args.storage.config(&database, settings, ChainTarget::None)).await?;
-        let vault = services.vault();
-        let hospital = vault
-            .ensure_organization(&args.hospital)
-            .await
-            .map_err(|error| anyhow::anyhow!("{}", error.message()))?;
+        let config = VaultConfig {
+            pool_size: 2,
+            ..args.storage.vault_config(&database, ChainTarget::None)
+        };
+        let services = Services::start(&config).await?;
         let user = NewStaffUser {
             username: args.username,
             password,
@@ -305,10 +297,11 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
             display_name: args.display_name,
             specialty: None,
         };
-        let admin = vault
-            .create_staff_user(hospital.id, user, None)
+        let (hospital, admin) = services
+            .vault()
+            .create_hospital_admin(&Operator::at_command_line(), &args.hospital, user)
             .await
-            .map_err(|error| anyhow::anyhow!("{}", error.message()))?;
+            .context("creating the admin")?;
         println!(
             "created admin {} ({}) of {}",
             admin.username, admin.id, hospital.name

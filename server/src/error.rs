@@ -1,9 +1,14 @@
-//! The one error type every GraphQL resolver returns, and its mapping to `extensions.code`.
+//! The one error type every GraphQL resolver returns, its mapping from the vault's errors, and
+//! its mapping to `extensions.code`.
 //!
 //! Messages are written for the caller and never carry health data or internal detail: the
 //! cause of an internal error is logged with the request id and replaced by a generic message.
 
-use async_graphql::ErrorExtensions;
+use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute};
+use async_graphql::{ErrorExtensionValues, Response};
+use medvault_vault::error::{whole_seconds, Causes};
+use medvault_vault::VaultError;
+use std::sync::Arc;
 
 /// Why a request failed, as the API tells it.
 ///
@@ -29,8 +34,8 @@ pub enum ApiError {
         /// How long to wait.
         retry_after: std::time::Duration,
     },
-    /// Something failed inside the server; details are in the log only.
-    Internal(Box<dyn std::error::Error + Send + Sync>),
+    /// Something failed inside the server; the cause and its sources, for the log only.
+    Internal(String),
 }
 
 impl ApiError {
@@ -43,7 +48,7 @@ impl ApiError {
             ApiError::BadUserInput(message) | ApiError::Conflict(message) => message.clone(),
             ApiError::TooManyRequests { what, retry_after } => format!(
                 "too many {what}; retry in {} s",
-                retry_after_seconds(*retry_after)
+                whole_seconds(*retry_after)
             ),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
@@ -62,48 +67,90 @@ impl ApiError {
         }
     }
 
-    /// Wraps any failure of a dependency (database, pool, crypto) as internal.
-    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ApiError::Internal(Box::new(error))
+    /// Wraps any failure of a dependency as internal.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        ApiError::Internal(Causes(error).to_string())
     }
 }
 
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(error: tokio_postgres::Error) -> Self {
-        ApiError::internal(error)
+/// The one mapping of the vault's errors to the API's: internal causes stay internal.
+impl From<&VaultError> for ApiError {
+    fn from(error: &VaultError) -> Self {
+        match error {
+            VaultError::Unauthenticated(message) => ApiError::Unauthenticated(message),
+            VaultError::Forbidden => ApiError::Forbidden,
+            VaultError::NotFound(what) => ApiError::NotFound(what),
+            VaultError::InvalidInput(message) => ApiError::BadUserInput(message.clone()),
+            VaultError::Conflict(message) => ApiError::Conflict(message.clone()),
+            VaultError::TooManyAttempts { what, retry_after } => ApiError::TooManyRequests {
+                what,
+                retry_after: *retry_after,
+            },
+            internal => ApiError::internal(internal),
+        }
     }
 }
 
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(error: deadpool_postgres::PoolError) -> Self {
-        ApiError::internal(error)
-    }
-}
-
-impl From<crate::crypto::OpenError> for ApiError {
-    fn from(error: crate::crypto::OpenError) -> Self {
-        ApiError::internal(error)
-    }
-}
-
-impl From<crate::domain::InvalidInput> for ApiError {
-    fn from(error: crate::domain::InvalidInput) -> Self {
-        ApiError::BadUserInput(error.0.to_string())
+impl From<VaultError> for ApiError {
+    fn from(error: VaultError) -> Self {
+        ApiError::from(&error)
     }
 }
 
 impl ApiError {
     /// The GraphQL error for this failure; an internal cause is logged here and not sent.
     pub fn to_graphql(&self) -> async_graphql::Error {
+        async_graphql::Error {
+            message: self.message(),
+            source: None,
+            extensions: Some(self.extensions()),
+        }
+    }
+
+    /// `extensions` of the GraphQL error: the code, and when to retry. Logs an internal cause,
+    /// which is never sent.
+    fn extensions(&self) -> ErrorExtensionValues {
         if let ApiError::Internal(cause) = self {
             tracing::error!(error = %cause, "internal error");
         }
-        async_graphql::Error::new(self.message()).extend_with(|_, extensions| {
-            extensions.set("code", self.code());
-            if let ApiError::TooManyRequests { retry_after, .. } = self {
-                extensions.set("retryAfterSeconds", retry_after_seconds(*retry_after));
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", self.code());
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            extensions.set("retryAfterSeconds", whole_seconds(*retry_after));
+        }
+        extensions
+    }
+}
+
+/// Gives the errors of vault operations their code and caller's message, once for every
+/// resolver. Resolvers use `?` on vault calls: async-graphql turns the [`VaultError`] into a
+/// GraphQL error with the vault's message and keeps it as the error's source, which this
+/// extension finds in the response and rewrites through [`ApiError`].
+pub struct VaultErrorCodes;
+
+impl ExtensionFactory for VaultErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(VaultErrorCodes)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for VaultErrorCodes {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        for error in &mut response.errors {
+            if let Some(vault_error) = error.source::<VaultError>() {
+                let api_error = ApiError::from(vault_error);
+                error.message = api_error.message();
+                error.extensions = Some(api_error.extensions());
             }
-        })
+        }
+        response
     }
 }
 
@@ -113,16 +160,11 @@ impl From<ApiError> for async_graphql::Error {
     }
 }
 
-/// Whole seconds to wait, rounded up so that a retry at that time finds the lock gone.
-fn retry_after_seconds(wait: std::time::Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-}
-
 /// Parses a GraphQL `ID` that must be a UUID.
 pub fn parse_id(id: &async_graphql::ID, what: &'static str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(id.as_str())
         .map_err(|_| ApiError::BadUserInput(format!("{what} is not a valid id")))
 }
 
-/// The result type of resolvers and vault operations.
+/// The result type of resolvers.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -342,9 +342,9 @@ impl ScratchServer {
     }
 
     /// Creates a new, empty database and returns its connection string.
-    pub async fn create_database(&self) -> Result<String, crate::database::DatabaseError> {
+    pub async fn create_database(&self) -> Result<String, medvault_vault::database::DatabaseError> {
         let name = format!("scratch_{}", uuid::Uuid::new_v4().simple());
-        crate::database::create_database(&self.maintenance_url, &name).await?;
+        medvault_vault::database::create_database(&self.maintenance_url, &name).await?;
         Ok(connection_string_for(&self.maintenance_url, &name))
     }
 

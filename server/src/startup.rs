@@ -1,15 +1,11 @@
-//! Building and running the process: the one wiring point ([`Application`] over [`Services`])
-//! and the one route table.
+//! Building and running the process: the one wiring point ([`Application`], the HTTP server
+//! over the vault's [`Services`]) and the one route table.
 
-use crate::anchoring::AnchoringWorker;
-use crate::configuration::{ApplicationConfig, ChainTarget};
-use crate::database::{self, DatabaseError};
+use crate::configuration::ApplicationConfig;
 use crate::error::{parse_id, ApiError};
-use crate::exports::Exports;
 use crate::graphql::bounds::check_request;
 use crate::graphql::{self, DocumentBounds, MedvaultSchema, RequestContext};
 use crate::metrics::Metrics;
-use crate::vault::{OpenVaultError, Vault};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -17,7 +13,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, Response};
-use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
+use medvault_vault::exports::Exports;
+use medvault_vault::{Services, StartError, Vault};
 use std::net::TcpListener;
 use std::time::Instant;
 use tracing::Instrument;
@@ -26,7 +23,7 @@ use tracing::Instrument;
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// Binding the listening socket failed.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         /// The address asked for.
         address: String,
@@ -34,83 +31,11 @@ pub enum StartupError {
         source: std::io::Error,
     },
     /// The metrics registry refused a metric.
-    #[error("metrics: {0}")]
+    #[error("metrics")]
     Metrics(#[from] prometheus::Error),
-    /// The connection string is invalid or the pool could not be built.
+    /// The vault's services did not start.
     #[error(transparent)]
-    Database(#[from] DatabaseError),
-    /// The schema could not be migrated.
-    #[error("migrating the database: {0}")]
-    Migrate(#[source] DatabaseError),
-    /// The master key is missing, unreadable or not the database's.
-    #[error(transparent)]
-    Vault(#[from] OpenVaultError),
-    /// The embedded anchor chain did not start.
-    #[error("starting the embedded anchor chain: {0}")]
-    Chain(#[from] EmbeddedError),
-}
-
-/// Everything the process runs besides HTTP: the vault over its pool, the export job machinery,
-/// and the anchoring worker on its chain. [`Services::start`] is the one place they are started,
-/// for a served [`Application`] and for commands that serve nothing (`medvault export`, `admin`).
-pub struct Services {
-    vault: Vault,
-    exports: Exports,
-    anchoring: Option<AnchoringWorker>,
-}
-
-impl Services {
-    /// Connects and migrates the database, opens the vault (checking the master key against
-    /// the database), opens the chain and starts the anchoring worker on it.
-    pub async fn start(config: &ApplicationConfig) -> Result<Self, StartupError> {
-        let settings = &config.settings;
-        let pool = database::connect_pool(&config.database_url, settings.pool_size)?;
-        database::migrate(&pool)
-            .await
-            .map_err(StartupError::Migrate)?;
-        let vault = Vault::open(pool, &config.master_key, settings.session_ttl)
-            .await?
-            .with_login_throttle(settings.login_throttle);
-        let anchoring = match &config.chain {
-            ChainTarget::None => None,
-            ChainTarget::Embedded(dir) => Some(AnchoringWorker::start(
-                vault.pool().clone(),
-                EmbeddedChain::open(dir).await?,
-            )),
-        };
-        let exports = Exports::new(
-            vault.clone(),
-            settings.export_dir.clone(),
-            settings.operator_name.clone(),
-        );
-        Ok(Services {
-            vault,
-            exports,
-            anchoring,
-        })
-    }
-
-    /// The vault.
-    pub fn vault(&self) -> &Vault {
-        &self.vault
-    }
-
-    /// The export job machinery.
-    pub fn exports(&self) -> &Exports {
-        &self.exports
-    }
-
-    /// The anchoring worker, if the configuration names a chain.
-    pub fn anchoring(&self) -> Option<&AnchoringWorker> {
-        self.anchoring.as_ref()
-    }
-
-    /// Stops the anchoring worker and shuts its chain down.
-    pub async fn stop(self) {
-        if let Some(anchoring) = self.anchoring {
-            anchoring.stop().await;
-        }
-    }
+    Services(#[from] StartError),
 }
 
 /// A built, bound application, ready to run: the HTTP server and the [`Services`] under it.
@@ -142,17 +67,17 @@ impl Application {
         };
         let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
         let port = listener.local_addr().map_err(bind_error)?.port();
-        let services = Services::start(&config).await?;
+        let services = Services::start(&config.vault).await?;
         let server_metrics = Metrics::new()?;
         let state = web::Data::new(AppState {
             schema: graphql::build_schema(
-                services.vault.clone(),
-                services.exports.clone(),
+                services.vault().clone(),
+                services.exports().clone(),
                 server_metrics.clone(),
                 settings.limits,
             ),
-            vault: services.vault.clone(),
-            exports: services.exports.clone(),
+            vault: services.vault().clone(),
+            exports: services.exports().clone(),
             metrics: server_metrics,
             graphiql: settings.graphiql,
             max_batch_operations: settings.max_batch_operations,
@@ -332,10 +257,11 @@ async fn graphql_endpoint(
         Some(token) => match state.vault.authenticate(token).await {
             Ok(actor) => actor,
             Err(error) => {
-                let response = error_response(error.code(), error.message());
+                let error = ApiError::from(error);
                 if let ApiError::Internal(cause) = &error {
                     tracing::error!(error = %cause, "authentication failed");
                 }
+                let response = error_response(error.code(), error.message());
                 return HttpResponse::ServiceUnavailable().json(response);
             }
         },
@@ -404,10 +330,19 @@ async fn export_file(
                 ApiError::Unauthenticated("send Authorization: Bearer <token>"),
             )
         }
-        Err(error) => return refuse(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, error),
+        Err(error) => {
+            return refuse(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                error.into(),
+            )
+        }
     };
     let located = match parse_id(&async_graphql::ID(job), "job") {
-        Ok(job) => state.exports.file(&actor, job, &file).await,
+        Ok(job) => state
+            .exports
+            .file(&actor, job, &file)
+            .await
+            .map_err(ApiError::from),
         Err(_) => Err(ApiError::NotFound("export job")),
     };
     let path = match located {

@@ -2,7 +2,7 @@
 //! server still answers `/health` at once afterwards.
 
 use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp, PASSWORD};
-use medvault_server::vault::LoginThrottle;
+use medvault_vault::LoginThrottle;
 use serde_json::{json, Value};
 use std::time::Duration;
 

@@ -35,7 +35,10 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
         .anchoring
         .as_ref()
         .expect("the application's anchoring worker");
-    let chain = anchoring.chain();
+    let chain = anchoring
+        .chain()
+        .embedded()
+        .expect("the test application anchors on an embedded validator");
     let record_anchors_on_chain = || {
         (0..=chain.head_height())
             .filter_map(|height| chain.block(height))
@@ -60,7 +63,8 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
     assert_eq!(proof.entry, entry);
     let height = app
         .sql(&format!(
-            "SELECT anchored_height FROM anchor_outbox WHERE leaf = '\\x{leaf_hex}'::bytea"
+            "SELECT anchored_height FROM anchor_outbox WHERE entry = '\\x{}'::bytea",
+            hex::encode(entry.canonical_bytes())
         ))
         .await[0]
         .get::<_, i64>(0);

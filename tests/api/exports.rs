@@ -989,7 +989,7 @@ async fn v4_gives_a_deployment_wide_ceiling_to_its_setters_hospital_only() {
     let migration = |name: &str| {
         std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("server/migrations")
+                .join("server/vault/migrations")
                 .join(name),
         )
         .expect("migration file")

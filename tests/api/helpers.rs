@@ -3,14 +3,15 @@
 //! With `DATABASE_URL` unset, one throwaway PostgreSQL cluster serves the whole test binary
 //! (started on first use, stopped at exit); each test gets its own database in it.
 
-use medvault_server::anchoring::AnchoringWorker;
-use medvault_server::configuration::{
-    ApplicationConfig, ChainTarget, MasterKeySource, ServerSettings,
-};
+use medvault_server::configuration::{ApplicationConfig, ServerSettings};
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
-use medvault_server::vault::{LoginThrottle, NewStaffUser, Vault};
+use medvault_vault::anchoring::AnchoringWorker;
+use medvault_vault::auth::Operator;
+use medvault_vault::{
+    ChainTarget, LoginThrottle, MasterKeySource, NewStaffUser, Vault, VaultConfig,
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -68,17 +69,21 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             limits: QueryLimits::new(options.introspection),
             graphiql: options.introspection,
             workers: 1,
+            ..ServerSettings::default()
+        },
+        vault: VaultConfig {
             pool_size: 16,
             session_ttl: chrono::Duration::hours(1),
             export_dir: export_dir.clone(),
             login_throttle: options.login_throttle,
-            ..ServerSettings::default()
+            chain: chain_dir
+                .clone()
+                .map_or(ChainTarget::None, ChainTarget::Embedded),
+            ..VaultConfig::new(
+                database_url.clone(),
+                MasterKeySource::Hex(master_key_hex.clone()),
+            )
         },
-        database_url: database_url.clone(),
-        master_key: MasterKeySource::Hex(master_key_hex.clone()),
-        chain: chain_dir
-            .clone()
-            .map_or(ChainTarget::None, ChainTarget::Embedded),
     };
     let application = Application::build(config).await.expect("build application");
     let address = format!("http://127.0.0.1:{}", application.port());
@@ -223,20 +228,15 @@ impl TestApp {
     /// Bootstraps a hospital and its first admin as `medvault admin create` does; returns the
     /// admin's token.
     pub async fn bootstrap_admin(&self, hospital: &str, username: &str) -> String {
-        let organization = self
-            .vault
-            .ensure_organization(hospital)
-            .await
-            .expect("organization");
         let admin = NewStaffUser {
             username: username.into(),
             password: PASSWORD.into(),
-            role: medvault_server::domain::Role::Admin,
+            role: medvault_vault::domain::Role::Admin,
             display_name: format!("Admin of {hospital}"),
             specialty: None,
         };
         self.vault
-            .create_staff_user(organization.id, admin, None)
+            .create_hospital_admin(&Operator::at_command_line(), hospital, admin)
             .await
             .expect("admin");
         self.login(username).await

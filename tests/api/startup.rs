@@ -2,10 +2,10 @@
 //! database, and the throwaway clusters of processes that died.
 
 use crate::helpers::spawn_app;
-use medvault_server::configuration::MasterKeySource;
-use medvault_server::database;
 use medvault_server::postgres_cluster::{ScratchServer, ThrowawayCluster};
-use medvault_server::vault::{OpenVaultError, Vault};
+use medvault_vault::database;
+use medvault_vault::MasterKeySource;
+use medvault_vault::{OpenVaultError, Vault};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

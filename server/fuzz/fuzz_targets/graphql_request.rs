@@ -13,11 +13,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use medvault_server::crypto::MasterKey;
+use medvault_vault::crypto::MasterKey;
 use medvault_server::graphql::bounds::check_request;
 use medvault_server::graphql::{self, MedvaultSchema, QueryLimits, RequestContext};
 use medvault_server::metrics::Metrics;
-use medvault_server::vault::Vault;
+use medvault_vault::Vault;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ fn harness() -> &'static Harness {
             .enable_all()
             .build()
             .expect("a runtime");
-        let pool = medvault_server::database::connect_pool(
+        let pool = medvault_vault::database::connect_pool(
             "host=/nonexistent/medvault-fuzz user=fuzz dbname=fuzz",
             1,
         )

@@ -2,9 +2,7 @@
 //! manifests. The exporter crate knows nothing of GraphQL; the conversions live here.
 
 use super::types::{Organization, User};
-use crate::domain::Role;
-use crate::exports::{self, HospitalRules, JobStatus, StoredCeiling};
-use crate::vault::{HospitalCeiling, Vault};
+use super::vocabulary::Role;
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use medvault_exporter::policy::{
@@ -12,6 +10,8 @@ use medvault_exporter::policy::{
 };
 use medvault_exporter::DateDetail;
 use medvault_exporter::{Dataset, ExportCeiling, ExportPolicy};
+use medvault_vault::exports::{self, HospitalRules, JobStatus, StoredCeiling};
+use medvault_vault::HospitalCeiling;
 use uuid::Uuid;
 
 /// What an export contains besides the `person` table.
@@ -227,10 +227,6 @@ impl From<&ExportCeiling> for ExportCeilingRules {
     }
 }
 
-async fn load_hospital(ctx: &Context<'_>, id: Uuid) -> Result<Organization> {
-    Ok(Organization(ctx.data::<Vault>()?.organization(id).await?))
-}
-
 /// A role's export ceiling as a hospital's admin set it: it bounds exports of that hospital's
 /// patients only.
 pub struct ExportCeilingView(pub StoredCeiling);
@@ -239,10 +235,10 @@ pub struct ExportCeilingView(pub StoredCeiling);
 impl ExportCeilingView {
     /// The hospital whose patients it governs.
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
-        load_hospital(ctx, self.0.hospital).await
+        super::types::load_organization(ctx, self.0.hospital).await
     }
     async fn role(&self) -> Role {
-        self.0.role
+        self.0.role.into()
     }
     async fn rules(&self) -> ExportCeilingRules {
         ExportCeilingRules::from(&self.0.ceiling)
@@ -261,7 +257,7 @@ pub struct HospitalExportCeiling(pub HospitalRules);
 #[Object]
 impl HospitalExportCeiling {
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
-        load_hospital(ctx, self.0.hospital).await
+        super::types::load_organization(ctx, self.0.hospital).await
     }
     /// What a policy must meet for this hospital's consenting patients to be exported; null if
     /// the hospital set none for the role, and then its patients are left out of exports.
@@ -277,7 +273,7 @@ pub struct ExportJobHospital(HospitalCeiling);
 #[Object]
 impl ExportJobHospital {
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
-        load_hospital(ctx, self.0.hospital).await
+        super::types::load_organization(ctx, self.0.hospital).await
     }
     /// Whether its consenting patients were exported: only if it had set a ceiling for the role.
     async fn included(&self) -> bool {

@@ -7,12 +7,10 @@ mod loaders;
 mod mutation;
 mod query;
 mod types;
+mod vocabulary;
 
-use crate::auth::Actor;
-use crate::error::{ApiError, ApiResult};
-use crate::exports::Exports;
+use crate::error::{ApiError, ApiResult, VaultErrorCodes};
 use crate::metrics::Metrics;
-use crate::vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{
@@ -20,9 +18,12 @@ use async_graphql::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use medvault_vault::auth::Actor;
+use medvault_vault::exports::Exports;
+use medvault_vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 pub use bounds::DocumentBounds;
@@ -88,6 +89,7 @@ pub fn limited_schema(
     limits: QueryLimits,
 ) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     let builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .extension(VaultErrorCodes)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_recursive_depth(32)
@@ -119,6 +121,10 @@ pub struct RequestContext {
     /// Set by the first `login` of the HTTP request: aliases and batches cannot multiply
     /// password guesses.
     pub login_attempted: Arc<AtomicBool>,
+    /// Whom directory data (users, organizations) is read for: the caller, or the account a
+    /// `login` of this request opened, so that the login's own answer can show its user. It
+    /// authorizes nothing else: operations authorize with [`RequestContext::actor`].
+    pub viewer: Arc<OnceLock<Actor>>,
 }
 
 impl RequestContext {
@@ -128,12 +134,23 @@ impl RequestContext {
         token: Option<String>,
         client_address: Option<IpAddr>,
     ) -> Self {
+        let viewer = OnceLock::new();
+        if let Some(actor) = actor {
+            let _ = viewer.set(actor);
+        }
         RequestContext {
             actor,
             token,
             client_address,
             login_attempted: Arc::new(AtomicBool::new(false)),
+            viewer: Arc::new(viewer),
         }
+    }
+
+    /// Makes the account a login opened the viewer of the rest of this request's answer, unless
+    /// the caller already is someone.
+    pub fn sign_in(&self, actor: Actor) {
+        let _ = self.viewer.set(actor);
     }
 }
 
@@ -143,19 +160,31 @@ pub fn attach_request_data(
     vault: &Vault,
     context: RequestContext,
 ) -> async_graphql::Request {
-    request.data(context).data(DataLoader::new(
-        loaders::UserLoader(vault.clone()),
-        tokio::spawn,
-    ))
+    let loader = loaders::UserLoader {
+        vault: vault.clone(),
+        viewer: context.viewer.clone(),
+    };
+    request
+        .data(context)
+        .data(DataLoader::new(loader, tokio::spawn))
 }
+
+/// The refusal of a request that needs a signed-in caller.
+const NOT_SIGNED_IN: ApiError =
+    ApiError::Unauthenticated("sign in first: send Authorization: Bearer <token>");
 
 /// The caller, or UNAUTHENTICATED.
 fn actor(ctx: &Context<'_>) -> ApiResult<Actor> {
     ctx.data_opt::<RequestContext>()
         .and_then(|request| request.actor)
-        .ok_or(ApiError::Unauthenticated(
-            "sign in first: send Authorization: Bearer <token>",
-        ))
+        .ok_or(NOT_SIGNED_IN)
+}
+
+/// Whom directory data is read for ([`RequestContext::viewer`]), or UNAUTHENTICATED.
+fn viewer(ctx: &Context<'_>) -> ApiResult<Actor> {
+    ctx.data_opt::<RequestContext>()
+        .and_then(|request| request.viewer.get().copied())
+        .ok_or(NOT_SIGNED_IN)
 }
 
 /// The vault, and the caller's permit to perform `action` on `patient`'s data: how every field

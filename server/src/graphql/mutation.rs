@@ -2,18 +2,19 @@
 
 use super::exports::{ExportCeilingRules, ExportCeilingView, ExportJob, ExportPolicyInput};
 use super::types::{DeletedRecord, Grant, MedicalRecord, Organization, Patient, Session, User};
-use super::{actor, permit, RequestContext};
-use crate::domain::{
+use super::vocabulary::{
     AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
 };
+use super::{actor, permit, RequestContext};
 use crate::error::{parse_id, ApiError};
-use crate::exports::Exports;
 use crate::metrics::Metrics;
-use crate::vault::{
-    may_without_grants, require_role, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH,
-};
 use async_graphql::{Context, InputObject, Object, Result, ID};
 use chrono::{DateTime, Utc};
+use medvault_vault::exports::Exports;
+use medvault_vault::{domain, VaultError};
+use medvault_vault::{
+    may_without_grants, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH,
+};
 use std::sync::atomic::Ordering;
 
 /// The root of every write.
@@ -75,11 +76,14 @@ impl MutationRoot {
             .data::<Vault>()?
             .login(&username, &password, request.client_address)
             .await;
+        if let Ok(session) = &outcome {
+            request.sign_in(session.actor);
+        }
         if let Some(metrics) = ctx.data_opt::<Metrics>() {
             metrics.observe_login(match &outcome {
                 Ok(_) => "success",
-                Err(ApiError::Unauthenticated(_)) => "wrong_password",
-                Err(ApiError::TooManyRequests { .. }) => "throttled",
+                Err(VaultError::Unauthenticated(_)) => "wrong_password",
+                Err(VaultError::TooManyAttempts { .. }) => "throttled",
                 Err(_) => "error",
             });
         }
@@ -115,8 +119,8 @@ impl MutationRoot {
                 &caller,
                 &input.username,
                 &input.password,
-                input.personal,
-                input.medical,
+                input.personal.into(),
+                input.medical.into(),
             )
             .await?;
         Ok(Patient(profile))
@@ -127,7 +131,7 @@ impl MutationRoot {
         let user = NewStaffUser {
             username: input.username,
             password: input.password,
-            role: Role::Doctor,
+            role: domain::Role::Doctor,
             display_name: input.full_name,
             specialty: Some(input.specialty),
         };
@@ -149,7 +153,7 @@ impl MutationRoot {
         let user = NewStaffUser {
             username: input.username,
             password: input.password,
-            role: input.role,
+            role: input.role.into(),
             display_name: input.display_name,
             specialty: None,
         };
@@ -167,7 +171,7 @@ impl MutationRoot {
         let vault = ctx.data::<Vault>()?;
         Ok(Organization(
             vault
-                .create_recipient_organization(&actor(ctx)?, &name, kind)
+                .create_recipient_organization(&actor(ctx)?, &name, kind.into())
                 .await?,
         ))
     }
@@ -200,7 +204,7 @@ impl MutationRoot {
     ) -> Result<ExportCeilingView> {
         let stored = ctx
             .data::<Exports>()?
-            .set_ceiling(&actor(ctx)?, role, rules.into())
+            .set_ceiling(&actor(ctx)?, role.into(), rules.into())
             .await?;
         Ok(ExportCeilingView(stored))
     }
@@ -238,7 +242,7 @@ impl MutationRoot {
         .await?;
         Ok(Patient(
             vault
-                .update_personal_details(&permit, expected_version, personal)
+                .update_personal_details(&permit, expected_version, personal.into())
                 .await?,
         ))
     }
@@ -255,7 +259,12 @@ impl MutationRoot {
         let doctor = parse_id(&doctor_id, "doctorId")?;
         Ok(Grant(
             vault
-                .grant_access(&actor(ctx)?, doctor, &scopes, expires_at)
+                .grant_access(
+                    &actor(ctx)?,
+                    doctor,
+                    &scopes.into_iter().map(Into::into).collect::<Vec<_>>(),
+                    expires_at,
+                )
                 .await?,
         ))
     }
@@ -310,7 +319,7 @@ impl MutationRoot {
         refuse_unreadable_record_result(ctx, patient).await?;
         Ok(MedicalRecord(
             vault
-                .update_record(&permit, record_id, expected_version, record)
+                .update_record(&permit, record_id, expected_version, record.into())
                 .await?,
         ))
     }
@@ -340,29 +349,16 @@ impl MutationRoot {
     }
 }
 
-/// An admin creates a staff account in their own hospital, or in a recipient organization
-/// (admins manage recipients; no admin reaches into another hospital).
+/// An admin creates a staff account in their own hospital, or in `organization`.
 async fn create_staff(
     ctx: &Context<'_>,
     user: NewStaffUser,
     organization: Option<uuid::Uuid>,
 ) -> Result<User> {
-    let admin = actor(ctx)?;
-    require_role(&admin, Role::Admin)?;
     let vault = ctx.data::<Vault>()?;
-    let organization = match organization {
-        Some(id) if id != admin.organization_id => {
-            let recipient = vault.organization(id).await?;
-            if recipient.kind == OrganizationKind::Hospital {
-                return Err(ApiError::Forbidden.into());
-            }
-            recipient.id
-        }
-        _ => admin.organization_id,
-    };
     Ok(User(
         vault
-            .create_staff_user(organization, user, Some(admin.user_id))
+            .create_staff_user(&actor(ctx)?, organization, user)
             .await?,
     ))
 }
@@ -410,6 +406,7 @@ async fn add_records(
     let patient = parse_id(&patient_id, "patientId")?;
     let (vault, permit) = permit(ctx, patient, AuditedAction::AddRecord, None).await?;
     refuse_unreadable_record_result(ctx, patient).await?;
+    let records = records.into_iter().map(Into::into).collect();
     let added = vault.add_records(&permit, records).await?;
     Ok(added.into_iter().map(MedicalRecord).collect())
 }

@@ -4,13 +4,13 @@ use super::exports::{ExportCeilingView, ExportJob, HospitalExportCeiling};
 use super::types::{
     Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
 };
+use super::vocabulary::{OrganizationKind, Role};
 use super::{actor, page_request, permit, to_connection};
-use crate::domain::{OrganizationKind, Role};
 use crate::error::parse_id;
-use crate::exports::Exports;
-use crate::vault::{AuditedAction, Vault};
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
+use medvault_vault::exports::Exports;
+use medvault_vault::{AuditedAction, Vault};
 use uuid::Uuid;
 
 /// The root of every read.
@@ -20,7 +20,10 @@ pub struct QueryRoot;
 impl QueryRoot {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
-        Ok(User(ctx.data::<Vault>()?.user(actor(ctx)?.user_id).await?))
+        let caller = actor(ctx)?;
+        Ok(User(
+            ctx.data::<Vault>()?.user(&caller, caller.user_id).await?,
+        ))
     }
 
     /// The member hospitals and export recipients, or those of one kind (a patient looking for
@@ -36,7 +39,11 @@ impl QueryRoot {
         actor(ctx)?;
         let page = ctx
             .data::<Vault>()?
-            .organizations(kind, page_request::<Uuid>(after, first)?)
+            .organizations(
+                &actor(ctx)?,
+                kind.map(Into::into),
+                page_request::<Uuid>(after, first)?,
+            )
             .await?;
         Ok(to_connection(
             page,
@@ -133,7 +140,7 @@ impl QueryRoot {
             .transpose()?;
         let ceiling = ctx
             .data::<Exports>()?
-            .ceiling(&actor(ctx)?, role, hospital)
+            .ceiling(&actor(ctx)?, role.into(), hospital)
             .await?;
         Ok(ceiling.map(ExportCeilingView))
     }

@@ -1,16 +1,16 @@
 //! The GraphQL object types: thin views over the vault's own types. Every edge that leads to
 //! more health data resolves through the vault, which authorizes it again.
 
-use super::{loaders::UserLoader, page_request, permit, to_connection, Cursor};
-use crate::domain::{
+use super::vocabulary::{
     AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
 };
+use super::{loaders::UserLoader, page_request, permit, to_connection, viewer, Cursor};
 use crate::error::ApiError;
-use crate::vault::{self, AuditedAction, Vault};
 use async_graphql::connection::Connection;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use medvault_vault::{AuditedAction, Vault};
 use uuid::Uuid;
 
 pub(super) async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
@@ -24,7 +24,7 @@ pub(super) async fn load_user(ctx: &Context<'_>, id: Uuid) -> Result<User> {
 }
 
 /// A user of any role. Shows no secrets and no health data.
-pub struct User(pub vault::UserInfo);
+pub struct User(pub medvault_vault::UserInfo);
 
 #[Object]
 impl User {
@@ -35,7 +35,7 @@ impl User {
         &self.0.username
     }
     async fn role(&self) -> Role {
-        self.0.role
+        self.0.role.into()
     }
     /// A staff member's name; null for patients, whose name is part of their encrypted profile.
     async fn display_name(&self) -> Option<&str> {
@@ -60,13 +60,16 @@ impl User {
     }
 }
 
-async fn load_organization(ctx: &Context<'_>, id: Uuid) -> Result<Organization> {
-    Ok(Organization(ctx.data::<Vault>()?.organization(id).await?))
+pub(super) async fn load_organization(ctx: &Context<'_>, id: Uuid) -> Result<Organization> {
+    let viewer = viewer(ctx)?;
+    Ok(Organization(
+        ctx.data::<Vault>()?.organization(&viewer, id).await?,
+    ))
 }
 
 /// A member hospital, or an insurer, research institute or agency that receives anonymized
 /// exports.
-pub struct Organization(pub vault::Organization);
+pub struct Organization(pub medvault_vault::Organization);
 
 #[Object]
 impl Organization {
@@ -77,7 +80,7 @@ impl Organization {
         &self.0.name
     }
     async fn kind(&self) -> OrganizationKind {
-        self.0.kind
+        self.0.kind.into()
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -85,7 +88,7 @@ impl Organization {
 }
 
 /// A new session.
-pub struct Session(pub vault::Session);
+pub struct Session(pub medvault_vault::Session);
 
 #[Object]
 impl Session {
@@ -97,12 +100,12 @@ impl Session {
         self.0.expires_at
     }
     async fn user(&self, ctx: &Context<'_>) -> Result<User> {
-        load_user(ctx, self.0.user_id).await
+        load_user(ctx, self.0.actor.user_id).await
     }
 }
 
 /// A patient's current profile, reached only through a permit; its edges ask for their own.
-pub struct Patient(pub vault::ProfileVersion);
+pub struct Patient(pub medvault_vault::ProfileVersion);
 
 #[Object]
 impl Patient {
@@ -113,11 +116,11 @@ impl Patient {
     async fn profile_version(&self) -> i32 {
         self.0.version
     }
-    async fn personal(&self) -> &PersonalDetails {
-        &self.0.profile.personal
+    async fn personal(&self) -> PersonalDetails {
+        PersonalDetails::from(&self.0.profile.personal)
     }
-    async fn medical(&self) -> &MedicalDetails {
-        &self.0.profile.medical
+    async fn medical(&self) -> MedicalDetails {
+        MedicalDetails::from(&self.0.profile.medical)
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -193,18 +196,18 @@ impl Patient {
 }
 
 /// One version of a patient's profile.
-pub struct ProfileVersion(pub vault::ProfileVersion);
+pub struct ProfileVersion(pub medvault_vault::ProfileVersion);
 
 #[Object]
 impl ProfileVersion {
     async fn version(&self) -> i32 {
         self.0.version
     }
-    async fn personal(&self) -> &PersonalDetails {
-        &self.0.profile.personal
+    async fn personal(&self) -> PersonalDetails {
+        PersonalDetails::from(&self.0.profile.personal)
     }
-    async fn medical(&self) -> &MedicalDetails {
-        &self.0.profile.medical
+    async fn medical(&self) -> MedicalDetails {
+        MedicalDetails::from(&self.0.profile.medical)
     }
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -225,8 +228,8 @@ pub struct PatientSummary {
     organization_id: Uuid,
 }
 
-impl From<vault::PatientSummary> for PatientSummary {
-    fn from(summary: vault::PatientSummary) -> Self {
+impl From<medvault_vault::PatientSummary> for PatientSummary {
+    fn from(summary: medvault_vault::PatientSummary) -> Self {
         PatientSummary {
             id: ID(summary.patient_id.to_string()),
             full_name: summary.full_name,
@@ -239,16 +242,12 @@ impl From<vault::PatientSummary> for PatientSummary {
 #[ComplexObject]
 impl PatientSummary {
     async fn hospital(&self, ctx: &Context<'_>) -> Result<Organization> {
-        Ok(Organization(
-            ctx.data::<Vault>()?
-                .organization(self.organization_id)
-                .await?,
-        ))
+        load_organization(ctx, self.organization_id).await
     }
 }
 
 /// A medical record at its current version.
-pub struct MedicalRecord(pub vault::StoredRecord);
+pub struct MedicalRecord(pub medvault_vault::StoredRecord);
 
 #[Object]
 impl MedicalRecord {
@@ -268,8 +267,8 @@ impl MedicalRecord {
     async fn version(&self) -> i32 {
         self.0.version
     }
-    async fn content(&self) -> &RecordContent {
-        &self.0.content
+    async fn content(&self) -> RecordContent {
+        RecordContent::from(&self.0.content)
     }
     /// The doctor who wrote the current version.
     async fn author(&self, ctx: &Context<'_>) -> Result<User> {
@@ -300,7 +299,7 @@ pub enum VersionOperation {
 }
 
 /// One version of a record in its history.
-pub struct RecordVersion(pub vault::RecordVersion);
+pub struct RecordVersion(pub medvault_vault::RecordVersion);
 
 #[Object]
 impl RecordVersion {
@@ -312,19 +311,19 @@ impl RecordVersion {
     }
     async fn operation(&self) -> VersionOperation {
         match self.0.operation {
-            vault::VersionOperation::Create => VersionOperation::Create,
-            vault::VersionOperation::Update => VersionOperation::Update,
-            vault::VersionOperation::Delete => VersionOperation::Delete,
+            medvault_vault::VersionOperation::Create => VersionOperation::Create,
+            medvault_vault::VersionOperation::Update => VersionOperation::Update,
+            medvault_vault::VersionOperation::Delete => VersionOperation::Delete,
         }
     }
     /// The content; null for the tombstone and for versions of a deleted record, whose keys
     /// were destroyed.
-    async fn content(&self) -> Option<&RecordContent> {
-        self.0.content.as_ref()
+    async fn content(&self) -> Option<RecordContent> {
+        self.0.content.as_ref().map(RecordContent::from)
     }
     /// Whether this version's content was crypto-shredded by a delete.
     async fn shredded(&self) -> bool {
-        self.0.content.is_none() && self.0.operation != vault::VersionOperation::Delete
+        self.0.content.is_none() && self.0.operation != medvault_vault::VersionOperation::Delete
     }
     async fn author(&self, ctx: &Context<'_>) -> Result<User> {
         load_user(ctx, self.0.author_id).await
@@ -348,7 +347,7 @@ pub struct DeletedRecord {
 }
 
 /// A patient's grant of access to a doctor.
-pub struct Grant(pub vault::Grant);
+pub struct Grant(pub medvault_vault::Grant);
 
 #[Object]
 impl Grant {
@@ -372,8 +371,13 @@ impl Grant {
             None => Ok(None),
         }
     }
-    async fn scopes(&self) -> &[AccessScope] {
-        &self.0.scopes
+    async fn scopes(&self) -> Vec<AccessScope> {
+        self.0
+            .scopes
+            .iter()
+            .copied()
+            .map(AccessScope::from)
+            .collect()
     }
     async fn expires_at(&self) -> DateTime<Utc> {
         self.0.expires_at
@@ -391,7 +395,7 @@ impl Grant {
 }
 
 /// One decision about a patient's data.
-pub struct AccessLogEntry(pub vault::AccessLogEntry);
+pub struct AccessLogEntry(pub medvault_vault::AccessLogEntry);
 
 #[Object]
 impl AccessLogEntry {
@@ -402,7 +406,7 @@ impl AccessLogEntry {
         load_user(ctx, self.0.actor_id).await
     }
     async fn actor_role(&self) -> Role {
-        self.0.actor_role
+        self.0.actor_role.into()
     }
     async fn action(&self) -> &str {
         &self.0.action

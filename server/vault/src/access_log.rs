@@ -1,9 +1,9 @@
 //! Reading the access log. Entries are appended by the policy only.
 
-use super::policy::{AuditedAction, Permit};
-use super::{Page, PageRequest, Vault};
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::policy::{AuditedAction, Permit};
+use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -34,9 +34,9 @@ impl Vault {
         &self,
         permit: &Permit,
         page: PageRequest<i64>,
-    ) -> ApiResult<Page<AccessLogEntry>> {
+    ) -> VaultResult<Page<AccessLogEntry>> {
         if permit.action() != AuditedAction::ReadAccessLog {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         let client = self.pool.get().await?;
         let rows = client
@@ -55,14 +55,14 @@ impl Vault {
                     id: row.get(0),
                     at: row.get(1),
                     actor_id: row.get(2),
-                    actor_role: Role::parse(role).ok_or(ApiError::NotFound("role"))?,
+                    actor_role: Role::parse(role).ok_or(VaultError::NotFound("role"))?,
                     action: row.get(4),
                     record_id: row.get(5),
                     allowed: outcome == "allowed",
                     reason: row.get(7),
                 })
             })
-            .collect::<ApiResult<_>>()?;
+            .collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 }

@@ -2,12 +2,11 @@
 //! payloads. Values are checked here when they are built, so the rest of the server handles only
 //! valid ones.
 
-use async_graphql::{Enum, InputObject, SimpleObject};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Every kind of principal. A user has exactly one role, in one organization.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Hash)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Hash)]
 pub enum Role {
     Admin,
     Doctor,
@@ -62,7 +61,7 @@ impl Role {
 
 /// What an organization is: a member hospital, or a recipient of anonymized exports that
 /// patients may give research consent to.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
 pub enum OrganizationKind {
     Hospital,
     Insurer,
@@ -99,7 +98,7 @@ impl OrganizationKind {
 
 /// What a patient's grant allows, stored as a bit mask so that the consent circuit can check
 /// "granted covers required" bitwise.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq)]
 pub enum AccessScope {
     /// View records, details and history.
     Read,
@@ -134,7 +133,7 @@ impl AccessScope {
 }
 
 /// The kind of a medical record.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
 pub enum RecordKind {
     Observation,
     Condition,
@@ -145,12 +144,11 @@ pub enum RecordKind {
 }
 
 /// The terminology a record's code comes from.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
 pub enum CodeSystem {
     /// Logical Observation Identifiers Names and Codes: `NNNNN-C`, C a mod-10 check digit.
     Loinc,
     /// ICD-10: a letter, two characters, then optionally a dot and up to four more.
-    #[graphql(name = "ICD10")]
     Icd10,
     /// SNOMED CT concept ids: 6 to 18 digits ending in a Verhoeff check digit.
     SnomedCt,
@@ -264,7 +262,7 @@ fn verhoeff_valid(digits: &str) -> bool {
 }
 
 /// Biological sex as recorded for clinical purposes.
-#[derive(Enum, Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
 pub enum Sex {
     Female,
     Male,
@@ -273,36 +271,24 @@ pub enum Sex {
 }
 
 /// A patient's personal details: who they are and how to reach them. Edited by the patient.
-#[derive(SimpleObject, InputObject, Clone, Debug, Serialize, Deserialize)]
-#[graphql(input_name = "PersonalDetailsInput")]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PersonalDetails {
-    #[graphql(validator(min_length = 1, max_length = 200))]
     pub full_name: String,
     pub date_of_birth: NaiveDate,
     pub sex: Sex,
-    #[graphql(validator(max_length = 500))]
     pub address: Option<String>,
-    #[graphql(validator(max_length = 16))]
     pub postal_code: Option<String>,
-    #[graphql(validator(max_length = 32))]
     pub phone: Option<String>,
-    #[graphql(validator(email, max_length = 254))]
     pub email: Option<String>,
 }
 
 /// A patient's standing medical details, set when the patient is registered.
-#[derive(SimpleObject, InputObject, Clone, Debug, Default, Serialize, Deserialize)]
-#[graphql(input_name = "MedicalDetailsInput")]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MedicalDetails {
-    #[graphql(validator(max_length = 3))]
     pub blood_type: Option<String>,
-    #[graphql(validator(minimum = 20, maximum = 280))]
     pub height_cm: Option<f64>,
-    #[graphql(validator(minimum = 0.2, maximum = 700))]
     pub weight_kg: Option<f64>,
-    #[graphql(validator(max_items = 50, list, max_length = 200))]
     pub allergies: Vec<String>,
-    #[graphql(validator(max_items = 50, list, max_length = 200))]
     pub chronic_conditions: Vec<String>,
 }
 
@@ -315,19 +301,14 @@ pub struct PatientProfile {
 }
 
 /// The clinical content of one record version, sealed as one payload.
-#[derive(SimpleObject, InputObject, Clone, Debug, Serialize, Deserialize)]
-#[graphql(input_name = "MedicalRecordInput", name = "MedicalRecordContent")]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RecordContent {
     pub kind: RecordKind,
     pub code_system: CodeSystem,
-    #[graphql(validator(min_length = 1, max_length = 32))]
     pub code: String,
-    #[graphql(validator(max_length = 4096))]
     pub value: Option<String>,
-    #[graphql(validator(max_length = 32))]
     pub unit: Option<String>,
     pub effective_at: DateTime<Utc>,
-    #[graphql(validator(max_length = 8192))]
     pub note: Option<String>,
 }
 

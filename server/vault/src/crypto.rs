@@ -211,7 +211,7 @@ impl MasterKey {
 
     /// Reads the key file at `path`; `None` if there is none. A key file readable by others is
     /// refused. Whether a missing file may be created is the caller's to decide, against the
-    /// database ([`crate::vault::Vault::open`]).
+    /// database ([`crate::Vault::open`]).
     pub fn read(path: &Path) -> Result<Option<Self>, KeyFileError> {
         let io_error = |source| KeyFileError::Io {
             path: path.display().to_string(),

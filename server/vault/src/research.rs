@@ -7,13 +7,12 @@
 //! persons and every pass over the events see the same state, however the vault changes
 //! meanwhile (a consent withdrawn mid-export applies from the next export on).
 
-use super::patients::open_profile;
-use super::policy::{HospitalCeiling, Permit, ResearchCohort};
-use super::records::open_version;
-use super::Vault;
-use crate::auth::Actor;
 use crate::domain::{PatientProfile, RecordContent, RecordKind, Sex};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::patients::open_profile;
+use crate::policy::{ExportRecipient, HospitalCeiling, Permit, ResearchCohort};
+use crate::records::open_version;
+use crate::Vault;
 use deadpool_postgres::Object;
 use medvault_exporter::{ClinicalEvent, EventKind, ExportPolicy, Person};
 use std::ops::Range;
@@ -29,13 +28,13 @@ pub struct ResearchSnapshot {
 impl Vault {
     /// Opens a snapshot of the data of the patients whose live research consent names
     /// `recipient`'s organization and whose hospital's ceiling for the recipient's role `policy`
-    /// meets. FORBIDDEN unless the caller is an insurer, researcher or agency; BAD_USER_INPUT,
-    /// naming the hospital, if the policy is above some consenting patient's hospital's ceiling.
-    pub async fn open_research_snapshot(
+    /// meets; BAD_USER_INPUT, naming the hospital, if the policy is above some consenting
+    /// patient's hospital's ceiling.
+    pub(crate) async fn open_research_snapshot(
         &self,
-        recipient: &Actor,
+        recipient: &ExportRecipient,
         policy: &ExportPolicy,
-    ) -> ApiResult<ResearchSnapshot> {
+    ) -> VaultResult<ResearchSnapshot> {
         let client = self.pool.get().await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -56,10 +55,10 @@ impl Vault {
 }
 
 impl ResearchSnapshot {
-    fn client(&self) -> ApiResult<&Object> {
+    fn client(&self) -> VaultResult<&Object> {
         self.client
             .as_ref()
-            .ok_or_else(|| ApiError::internal(SnapshotClosed))
+            .ok_or_else(|| VaultError::internal(SnapshotClosed))
     }
 
     /// How many patients the export may include.
@@ -79,7 +78,7 @@ impl ResearchSnapshot {
     }
 
     /// The cohort's current profiles, decrypted into the exporter's person rows.
-    pub async fn persons(&self) -> ApiResult<Vec<Person>> {
+    pub async fn persons(&self) -> VaultResult<Vec<Person>> {
         let patients: Vec<Uuid> = self.cohort.permits.iter().map(Permit::patient).collect();
         let rows = self
             .client()?
@@ -94,25 +93,25 @@ impl ResearchSnapshot {
         for (permit, row) in self.cohort.permits.iter().zip(&rows) {
             let patient: Uuid = row.get(0);
             if patient != permit.patient() {
-                return Err(ApiError::internal(ProfileMissing));
+                return Err(VaultError::internal(ProfileMissing));
             }
             let profile = open_profile(permit.data_key(), patient, row.get(1), row.get(2))?;
             persons.push(person_row(patient, profile));
         }
         if persons.len() != self.cohort.permits.len() {
-            return Err(ApiError::internal(ProfileMissing));
+            return Err(VaultError::internal(ProfileMissing));
         }
         Ok(persons)
     }
 
     /// The current, live records of the cohort's patients `range` (in cohort order) that an
     /// export can carry, decrypted into the exporter's event rows.
-    pub async fn events(&self, range: Range<usize>) -> ApiResult<Vec<ClinicalEvent>> {
+    pub async fn events(&self, range: Range<usize>) -> VaultResult<Vec<ClinicalEvent>> {
         let permits = self
             .cohort
             .permits
             .get(range)
-            .ok_or_else(|| ApiError::internal(OutsideCohort))?;
+            .ok_or_else(|| VaultError::internal(OutsideCohort))?;
         let patients: Vec<Uuid> = permits.iter().map(Permit::patient).collect();
         let rows = self
             .client()?
@@ -138,16 +137,16 @@ impl ResearchSnapshot {
             let permit = permits
                 .peek()
                 .filter(|permit| permit.patient() == patient)
-                .ok_or_else(|| ApiError::internal(OutsideCohort))?;
+                .ok_or_else(|| VaultError::internal(OutsideCohort))?;
             let content = open_version(permit, record, version, row.get(3), row.get(4))?
-                .ok_or_else(|| ApiError::internal(ContentMissing))?;
+                .ok_or_else(|| VaultError::internal(ContentMissing))?;
             events.extend(event_row(patient, content));
         }
         Ok(events)
     }
 
     /// Ends the snapshot's transaction and gives its connection back to the pool.
-    pub async fn close(mut self) -> ApiResult<()> {
+    pub async fn close(mut self) -> VaultResult<()> {
         if let Some(client) = self.client.take() {
             client.batch_execute("COMMIT").await?;
         }

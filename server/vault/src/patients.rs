@@ -1,13 +1,13 @@
 //! Patients: their account, their data key, and their versioned, encrypted profile (personal
 //! and medical details).
 
-use super::policy::{require_role, AuditedAction, PatientListing, Permit};
-use super::users::{check_username, hash_new_password, username_conflict};
-use super::{Page, PageRequest, Vault};
 use crate::auth::Actor;
 use crate::crypto::{Binding, SymmetricKey};
 use crate::domain::{MedicalDetails, PatientProfile, PersonalDetails, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::policy::{require_role, AuditedAction, PatientListing, Permit};
+use crate::users::{check_username, hash_new_password, username_conflict};
+use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use uuid::Uuid;
@@ -47,9 +47,9 @@ pub(super) fn open_profile(
     patient: Uuid,
     version: i32,
     sealed: &[u8],
-) -> ApiResult<PatientProfile> {
+) -> VaultResult<PatientProfile> {
     let plaintext = key.open(Binding::Profile { patient, version }, sealed)?;
-    serde_json::from_slice(&plaintext).map_err(ApiError::internal)
+    serde_json::from_slice(&plaintext).map_err(VaultError::internal)
 }
 
 fn seal_profile(
@@ -57,9 +57,9 @@ fn seal_profile(
     patient: Uuid,
     version: i32,
     profile: &PatientProfile,
-) -> ApiResult<Vec<u8>> {
+) -> VaultResult<Vec<u8>> {
     let plaintext =
-        zeroize::Zeroizing::new(serde_json::to_vec(profile).map_err(ApiError::internal)?);
+        zeroize::Zeroizing::new(serde_json::to_vec(profile).map_err(VaultError::internal)?);
     Ok(key.seal(Binding::Profile { patient, version }, &plaintext))
 }
 
@@ -72,7 +72,7 @@ impl Vault {
         password: &str,
         personal: PersonalDetails,
         medical: MedicalDetails,
-    ) -> ApiResult<ProfileVersion> {
+    ) -> VaultResult<ProfileVersion> {
         require_role(admin, Role::Admin)?;
         check_username(username)?;
         let now = Utc::now();
@@ -84,7 +84,7 @@ impl Vault {
         let wrapped_key = self.master.wrap_patient_key(patient, &data_key);
         let profile = PatientProfile { personal, medical };
         let sealed = seal_profile(&data_key, patient, 1, &profile)?;
-        let created_at = crate::anchor::to_stored_precision(now);
+        let created_at = crate::anchoring::leaf::to_stored_precision(now);
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         transaction
@@ -125,7 +125,7 @@ impl Vault {
     }
 
     /// The patient's current profile.
-    pub async fn current_profile(&self, permit: &Permit) -> ApiResult<ProfileVersion> {
+    pub async fn current_profile(&self, permit: &Permit) -> VaultResult<ProfileVersion> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -134,7 +134,7 @@ impl Vault {
                 &[&permit.patient()],
             )
             .await?
-            .ok_or(ApiError::NotFound("patient"))?;
+            .ok_or(VaultError::NotFound("patient"))?;
         let version: i32 = row.get(0);
         let sealed: &[u8] = row.get(1);
         Ok(ProfileVersion {
@@ -147,7 +147,7 @@ impl Vault {
     }
 
     /// Every version of the patient's profile, oldest first.
-    pub async fn profile_history(&self, permit: &Permit) -> ApiResult<Vec<ProfileVersion>> {
+    pub async fn profile_history(&self, permit: &Permit) -> VaultResult<Vec<ProfileVersion>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -182,15 +182,15 @@ impl Vault {
         permit: &Permit,
         expected_version: i32,
         personal: PersonalDetails,
-    ) -> ApiResult<ProfileVersion> {
+    ) -> VaultResult<ProfileVersion> {
         if permit.action() != AuditedAction::EditPersonalDetails {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         let now = Utc::now();
         personal.validate(now)?;
         let current = self.current_profile(permit).await?;
         if current.version != expected_version {
-            return Err(ApiError::Conflict(format!(
+            return Err(VaultError::Conflict(format!(
                 "profile is at version {}, not {expected_version}",
                 current.version
             )));
@@ -201,7 +201,7 @@ impl Vault {
             medical: current.profile.medical,
         };
         let sealed = seal_profile(permit.data_key(), permit.patient(), version, &profile)?;
-        let created_at = crate::anchor::to_stored_precision(now);
+        let created_at = crate::anchoring::leaf::to_stored_precision(now);
         let client = self.pool.get().await?;
         client
             .execute(
@@ -212,7 +212,7 @@ impl Vault {
             .await
             .map_err(|error| {
                 if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    ApiError::Conflict("profile changed concurrently".into())
+                    VaultError::Conflict("profile changed concurrently".into())
                 } else {
                     error.into()
                 }
@@ -231,7 +231,7 @@ impl Vault {
         &self,
         listing: PatientListing,
         page: PageRequest<Uuid>,
-    ) -> ApiResult<Page<PatientSummary>> {
+    ) -> VaultResult<Page<PatientSummary>> {
         let (organization, grantee) = match listing {
             PatientListing::Organization(organization) => (Some(organization), None),
             PatientListing::GrantedTo(doctor) => (None, Some(doctor)),
@@ -271,7 +271,7 @@ impl Vault {
                     full_name: profile.personal.full_name,
                 })
             })
-            .collect::<ApiResult<_>>()?;
+            .collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 }

@@ -1,12 +1,11 @@
 //! Login, logout and turning a bearer token back into an [`Actor`].
 
-use super::Vault;
 use crate::auth::{self, Actor};
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::Vault;
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
-use uuid::Uuid;
 
 /// A new session: the bearer token is shown once and stored only as a digest.
 pub struct Session {
@@ -14,9 +13,13 @@ pub struct Session {
     pub token: String,
     /// When the token stops working.
     pub expires_at: DateTime<Utc>,
-    /// Who logged in.
-    pub user_id: Uuid,
+    /// Who logged in, as they act from now on.
+    pub actor: Actor,
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("a stored user has an unknown role")]
+struct UnknownRole;
 
 impl Vault {
     /// Checks a username and password and opens a session. Unknown users and wrong passwords
@@ -28,29 +31,40 @@ impl Vault {
         username: &str,
         password: &str,
         client_address: Option<IpAddr>,
-    ) -> ApiResult<Session> {
+    ) -> VaultResult<Session> {
         let attempt = self.charge_login_attempt(username, client_address).await?;
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &client
-                    .prepare_cached("SELECT id, password_hash FROM users WHERE username = $1")
+                    .prepare_cached(
+                        "SELECT id, password_hash, role, organization_id FROM users
+                         WHERE username = $1",
+                    )
                     .await?,
                 &[&username],
             )
             .await?;
-        let (user_id, stored_hash): (Option<Uuid>, String) = match row {
-            Some(row) => (Some(row.get(0)), row.get(1)),
+        let (account, stored_hash): (Option<Actor>, String) = match row {
+            Some(row) => {
+                let role: &str = row.get(2);
+                let actor = Actor {
+                    user_id: row.get(0),
+                    role: Role::parse(role).ok_or_else(|| VaultError::internal(UnknownRole))?,
+                    organization_id: row.get(3),
+                };
+                (Some(actor), row.get(1))
+            }
             None => (None, auth::decoy_password_hash().to_owned()),
         };
         let password = password.to_owned();
         let verified =
             tokio::task::spawn_blocking(move || auth::verify_password(&stored_hash, &password))
                 .await
-                .map_err(ApiError::internal)?;
-        let user_id = match (user_id, verified) {
-            (Some(user_id), true) => user_id,
-            _ => return Err(ApiError::Unauthenticated("wrong username or password")),
+                .map_err(VaultError::internal)?;
+        let actor = match (account, verified) {
+            (Some(actor), true) => actor,
+            _ => return Err(VaultError::Unauthenticated("wrong username or password")),
         };
         self.settle_successful_login(attempt).await?;
         let (token, digest) = auth::new_session_token();
@@ -58,18 +72,18 @@ impl Vault {
         client
             .execute(
                 &client.prepare_cached("INSERT INTO sessions (token_sha256, user_id, expires_at) VALUES ($1, $2, $3)").await?,
-                &[&digest.as_slice(), &user_id, &expires_at],
+                &[&digest.as_slice(), &actor.user_id, &expires_at],
             )
             .await?;
         Ok(Session {
             token,
             expires_at,
-            user_id,
+            actor,
         })
     }
 
     /// Revokes the session of `token`; returns whether a live session was revoked.
-    pub async fn logout(&self, token: &str) -> ApiResult<bool> {
+    pub async fn logout(&self, token: &str) -> VaultResult<bool> {
         let client = self.pool.get().await?;
         let revoked = client
             .execute(
@@ -86,7 +100,7 @@ impl Vault {
     }
 
     /// The actor behind a live bearer token, if any.
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Option<Actor>> {
+    pub async fn authenticate(&self, token: &str) -> VaultResult<Option<Actor>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(

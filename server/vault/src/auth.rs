@@ -2,7 +2,7 @@
 //! and the [`Actor`] every request is authorized as.
 
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,14 +23,27 @@ pub struct Actor {
     pub organization_id: Uuid,
 }
 
+/// The operator of a deployment, acting at the command line with the database and the master
+/// key in hand (`medvault admin create`, `export --requester`, `demo`): the one caller that is
+/// not a signed-in user. Nothing reachable from the network makes one.
+#[derive(Clone, Copy, Debug)]
+pub struct Operator(());
+
+impl Operator {
+    /// The operator of this process; only commands the operator runs call it.
+    pub fn at_command_line() -> Operator {
+        Operator(())
+    }
+}
+
 /// Hashes a password with Argon2id and a random salt, in PHC string form. CPU-heavy: call it from
 /// a blocking thread.
-pub fn hash_password(password: &str) -> ApiResult<String> {
+pub fn hash_password(password: &str) -> VaultResult<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(|_| ApiError::BadUserInput("password cannot be hashed".into()))
+        .map_err(|_| VaultError::InvalidInput("password cannot be hashed".into()))
 }
 
 /// Checks a password against a stored PHC string. CPU-heavy: call it from a blocking thread.
@@ -71,9 +84,9 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 pub const MIN_PASSWORD_LEN: usize = 12;
 
 /// Checks a new password's length.
-pub fn check_new_password(password: &str) -> ApiResult<()> {
+pub fn check_new_password(password: &str) -> VaultResult<()> {
     if password.chars().count() < MIN_PASSWORD_LEN || password.len() > 1024 {
-        return Err(ApiError::BadUserInput(format!(
+        return Err(VaultError::InvalidInput(format!(
             "password must be {MIN_PASSWORD_LEN} to 1024 characters"
         )));
     }

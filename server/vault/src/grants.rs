@@ -2,11 +2,11 @@
 //! write) and research consent for recipient organizations (research). A new grant to a grantee
 //! replaces the previous one, so each grantee has at most one live grant per patient.
 
-use super::policy::require_role;
-use super::{Page, PageRequest, Vault};
 use crate::auth::Actor;
 use crate::domain::{AccessScope, OrganizationKind, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::policy::require_role;
+use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -59,10 +59,10 @@ fn grant_from_row(row: &Row) -> Grant {
     }
 }
 
-fn check_expiry(expires_at: DateTime<Utc>) -> ApiResult<()> {
+fn check_expiry(expires_at: DateTime<Utc>) -> VaultResult<()> {
     let now = Utc::now();
     if expires_at <= now || expires_at > now + chrono::Duration::days(MAX_GRANT_DAYS) {
-        return Err(ApiError::BadUserInput(
+        return Err(VaultError::InvalidInput(
             "expiresAt must be in the future and within 5 years".into(),
         ));
     }
@@ -86,7 +86,7 @@ async fn replace_grant(
     grantee: Grantee,
     scope: i32,
     expires_at: DateTime<Utc>,
-) -> ApiResult<Grant> {
+) -> VaultResult<Grant> {
     let (doctor, organization) = match grantee {
         Grantee::Doctor(doctor) => (Some(doctor), None),
         Grantee::Organization(organization) => (None, Some(organization)),
@@ -128,13 +128,13 @@ impl Vault {
         doctor: Uuid,
         scopes: &[AccessScope],
         expires_at: DateTime<Utc>,
-    ) -> ApiResult<Grant> {
+    ) -> VaultResult<Grant> {
         require_role(patient, Role::Patient)?;
         if scopes.is_empty() {
-            return Err(ApiError::BadUserInput("give at least one scope".into()));
+            return Err(VaultError::InvalidInput("give at least one scope".into()));
         }
         if scopes.contains(&AccessScope::Research) {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "research consent goes to an organization: use grantResearchConsent".into(),
             ));
         }
@@ -149,7 +149,7 @@ impl Vault {
             .await?
             .is_some();
         if !is_doctor {
-            return Err(ApiError::NotFound("doctor"));
+            return Err(VaultError::NotFound("doctor"));
         }
         let grant = replace_grant(
             &transaction,
@@ -171,7 +171,7 @@ impl Vault {
         patient: &Actor,
         organization: Uuid,
         expires_at: DateTime<Utc>,
-    ) -> ApiResult<Grant> {
+    ) -> VaultResult<Grant> {
         require_role(patient, Role::Patient)?;
         check_expiry(expires_at)?;
         let mut client = self.pool.get().await?;
@@ -184,9 +184,9 @@ impl Vault {
             .await?
             .map(|row| row.get(0));
         match kind.as_deref().and_then(OrganizationKind::parse) {
-            None => return Err(ApiError::NotFound("organization")),
+            None => return Err(VaultError::NotFound("organization")),
             Some(OrganizationKind::Hospital) => {
-                return Err(ApiError::BadUserInput(
+                return Err(VaultError::InvalidInput(
                     "research consent goes to an insurer, research or government organization"
                         .into(),
                 ))
@@ -206,7 +206,7 @@ impl Vault {
     }
 
     /// The patient revokes one of their own grants; it stops working at once.
-    pub async fn revoke_access(&self, patient: &Actor, grant: Uuid) -> ApiResult<Grant> {
+    pub async fn revoke_access(&self, patient: &Actor, grant: Uuid) -> VaultResult<Grant> {
         require_role(patient, Role::Patient)?;
         let client = self.pool.get().await?;
         let row = client
@@ -220,7 +220,7 @@ impl Vault {
                 &[&grant, &patient.user_id],
             )
             .await?
-            .ok_or(ApiError::NotFound("grant"))?;
+            .ok_or(VaultError::NotFound("grant"))?;
         Ok(grant_from_row(&row))
     }
 
@@ -229,7 +229,7 @@ impl Vault {
         &self,
         patient: &Actor,
         page: PageRequest<Uuid>,
-    ) -> ApiResult<Page<Grant>> {
+    ) -> VaultResult<Page<Grant>> {
         require_role(patient, Role::Patient)?;
         let client = self.pool.get().await?;
         let rows = client

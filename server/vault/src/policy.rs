@@ -13,11 +13,12 @@
 //! makes one: code that reads or writes health data cannot skip the check. Every decision, allowed
 //! or refused, is appended to the access log before it takes effect.
 
-use super::Vault;
 use crate::auth::Actor;
 use crate::crypto::SymmetricKey;
-use crate::domain::{AccessScope, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{AccessScope, OrganizationKind, Role};
+use crate::error::{VaultError, VaultResult};
+use crate::Organization;
+use crate::Vault;
 use medvault_exporter::{ExportCeiling, ExportError, ExportPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -111,6 +112,27 @@ impl Permit {
     }
 }
 
+/// An insurer, researcher or agency: the only callers anonymized exports are made for, and who
+/// see export jobs and their role's ceilings. [`ExportRecipient::admit`] is the one place that is
+/// decided; everything behind it takes the admitted recipient.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportRecipient(Actor);
+
+impl ExportRecipient {
+    /// `actor` as an export recipient; FORBIDDEN for any other role.
+    pub fn admit(actor: &Actor) -> VaultResult<ExportRecipient> {
+        match actor.role.recipient_kind() {
+            Some(_) => Ok(ExportRecipient(*actor)),
+            None => Err(VaultError::Forbidden),
+        }
+    }
+
+    /// The recipient's account.
+    pub fn actor(&self) -> &Actor {
+        &self.0
+    }
+}
+
 /// The patients an export may include, and the root committing to the consents that let it.
 pub(super) struct ResearchCohort {
     /// One export permit per consenting patient, by patient id.
@@ -141,7 +163,7 @@ pub struct HospitalCeiling {
 async fn consenting_hospitals(
     client: &tokio_postgres::Client,
     recipient: &Actor,
-) -> ApiResult<Vec<HospitalCeiling>> {
+) -> VaultResult<Vec<HospitalCeiling>> {
     let rows = client
         .query(
             "SELECT o.id, o.name, c.ceiling
@@ -166,7 +188,7 @@ async fn consenting_hospitals(
                 ceiling: ceiling
                     .map(serde_json::from_value)
                     .transpose()
-                    .map_err(|_| ApiError::internal(UnreadableCeiling))?,
+                    .map_err(|_| VaultError::internal(UnreadableCeiling))?,
             })
         })
         .collect()
@@ -186,9 +208,9 @@ fn admit_export(
     recipient: &Actor,
     policy: &ExportPolicy,
     hospitals: Vec<HospitalCeiling>,
-) -> ApiResult<Vec<HospitalCeiling>> {
+) -> VaultResult<Vec<HospitalCeiling>> {
     let role = recipient.role.as_str();
-    let bad_input = |error: ExportError| ApiError::BadUserInput(error.to_string());
+    let bad_input = |error: ExportError| VaultError::InvalidInput(error.to_string());
     policy.validate().map_err(bad_input)?;
     let mut above = Vec::new();
     for hospital in &hospitals {
@@ -205,7 +227,7 @@ fn admit_export(
         }
     }
     if !above.is_empty() {
-        return Err(ApiError::BadUserInput(format!(
+        return Err(VaultError::InvalidInput(format!(
             "each hospital's patients are exported only under its own ceiling, and the policy is \
              {}",
             above.join("; and ")
@@ -216,7 +238,7 @@ fn admit_export(
             .iter()
             .map(|hospital| hospital.hospital_name.as_str())
             .collect();
-        return Err(ApiError::BadUserInput(format!(
+        return Err(VaultError::InvalidInput(format!(
             "no export ceiling is set for the {role} role by the hospitals whose patients \
              consented ({}); an admin of each sets one before its patients can be exported",
             names.join(", ")
@@ -294,7 +316,7 @@ impl Vault {
         patient: Uuid,
         action: AuditedAction,
         record: Option<Uuid>,
-    ) -> ApiResult<Permit> {
+    ) -> VaultResult<Permit> {
         let (wrapped_key, decision) = self.decision(actor, patient, action).await?;
         self.log_access(actor, Some(patient), action, record, decision)
             .await?;
@@ -305,7 +327,7 @@ impl Vault {
                 action,
                 data_key: self.master.unwrap_patient_key(patient, &wrapped_key)?,
             }),
-            _ => Err(ApiError::Forbidden),
+            _ => Err(VaultError::Forbidden),
         }
     }
 
@@ -318,12 +340,12 @@ impl Vault {
         actor: &Actor,
         patient: Uuid,
         action: AuditedAction,
-    ) -> ApiResult<()> {
+    ) -> VaultResult<()> {
         let (_, decision) = self.decision(actor, patient, action).await?;
         if decision.is_err() {
             self.log_access(actor, Some(patient), action, None, decision)
                 .await?;
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         Ok(())
     }
@@ -334,7 +356,7 @@ impl Vault {
         actor: &Actor,
         patient: Uuid,
         action: AuditedAction,
-    ) -> ApiResult<(Option<Vec<u8>>, Result<(), &'static str>)> {
+    ) -> VaultResult<(Option<Vec<u8>>, Result<(), &'static str>)> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -368,7 +390,7 @@ impl Vault {
         permit: &Permit,
         record: Option<Uuid>,
         reason: &'static str,
-    ) -> ApiError {
+    ) -> VaultError {
         let logged = self
             .log_access(
                 &permit.actor,
@@ -379,7 +401,7 @@ impl Vault {
             )
             .await;
         match logged {
-            Ok(()) => ApiError::Forbidden,
+            Ok(()) => VaultError::Forbidden,
             Err(error) => error,
         }
     }
@@ -393,7 +415,7 @@ impl Vault {
         action: AuditedAction,
         record: Option<Uuid>,
         decision: Result<(), &'static str>,
-    ) -> ApiResult<()> {
+    ) -> VaultResult<()> {
         let (outcome, reason) = match decision {
             Ok(()) => ("allowed", None),
             Err(reason) => ("denied", Some(reason)),
@@ -418,16 +440,13 @@ impl Vault {
     }
 
     /// The hospitals an export for `recipient` under `policy` would draw on, each with its
-    /// ceiling, checked as [`admit_export`] does, before a job is queued. FORBIDDEN unless the
-    /// caller is an insurer, researcher or agency.
-    pub async fn admit_research_export(
+    /// ceiling, checked as [`admit_export`] does, before a job is queued.
+    pub(crate) async fn admit_research_export(
         &self,
-        recipient: &Actor,
+        recipient: &ExportRecipient,
         policy: &ExportPolicy,
-    ) -> ApiResult<Vec<HospitalCeiling>> {
-        if recipient.role.recipient_kind().is_none() {
-            return Err(ApiError::Forbidden);
-        }
+    ) -> VaultResult<Vec<HospitalCeiling>> {
+        let recipient = recipient.actor();
         let client = self.pool.get().await?;
         admit_export(
             recipient,
@@ -439,26 +458,15 @@ impl Vault {
     /// The patients whose live research consent names `recipient`'s organization and whose
     /// hospital's ceiling `policy` meets, each as a permit to export their data, read through
     /// `snapshot` so that the cohort, the ceilings and the data exported are one consistent
-    /// state. Every inclusion is written to the access log; a caller who is not a recipient is
-    /// refused (and the refusal logged), and a policy above some hospital's ceiling is refused
-    /// as [`admit_export`] says.
+    /// state. Every inclusion is written to the access log, and a policy above some hospital's
+    /// ceiling is refused as [`admit_export`] says.
     pub(super) async fn authorize_research_cohort(
         &self,
-        recipient: &Actor,
+        recipient: &ExportRecipient,
         policy: &ExportPolicy,
         snapshot: &tokio_postgres::Client,
-    ) -> ApiResult<ResearchCohort> {
-        if recipient.role.recipient_kind().is_none() {
-            self.log_access(
-                recipient,
-                None,
-                AuditedAction::ExportForResearch,
-                None,
-                Err("only insurers, researchers and agencies export"),
-            )
-            .await?;
-            return Err(ApiError::Forbidden);
-        }
+    ) -> VaultResult<ResearchCohort> {
+        let recipient = recipient.actor();
         let hospitals = admit_export(
             recipient,
             policy,
@@ -536,21 +544,32 @@ impl Vault {
     }
 
     /// Which patients `actor` may list in summary form.
-    pub fn patient_listing(&self, actor: &Actor) -> ApiResult<PatientListing> {
+    pub fn patient_listing(&self, actor: &Actor) -> VaultResult<PatientListing> {
         match actor.role {
             Role::Admin => Ok(PatientListing::Organization(actor.organization_id)),
             Role::Doctor => Ok(PatientListing::GrantedTo(actor.user_id)),
-            _ => Err(ApiError::Forbidden),
+            _ => Err(VaultError::Forbidden),
         }
     }
 }
 
+/// Whether `admin` may create staff accounts in `organization`: their own hospital, or a
+/// recipient organization (admins manage recipients; no admin reaches into another hospital).
+pub(crate) fn may_create_staff_in(admin: &Actor, organization: &Organization) -> VaultResult<()> {
+    require_role(admin, Role::Admin)?;
+    if organization.id == admin.organization_id || organization.kind != OrganizationKind::Hospital {
+        Ok(())
+    } else {
+        Err(VaultError::Forbidden)
+    }
+}
+
 /// Refuses unless `actor` has `role`: for operations that touch no health data.
-pub fn require_role(actor: &Actor, role: Role) -> ApiResult<()> {
+pub fn require_role(actor: &Actor, role: Role) -> VaultResult<()> {
     if actor.role == role {
         Ok(())
     } else {
-        Err(ApiError::Forbidden)
+        Err(VaultError::Forbidden)
     }
 }
 
@@ -670,9 +689,9 @@ mod tests {
         }
     }
 
-    fn refusal(result: ApiResult<Vec<HospitalCeiling>>) -> String {
+    fn refusal(result: VaultResult<Vec<HospitalCeiling>>) -> String {
         match result {
-            Err(ApiError::BadUserInput(message)) => message,
+            Err(VaultError::InvalidInput(message)) => message,
             other => panic!("expected BAD_USER_INPUT, got {other:?}"),
         }
     }

@@ -10,13 +10,14 @@
 //! Files live under the server's export directory, one directory per job; the job row in
 //! PostgreSQL holds the policy, the progress and the manifest (counts and hashes, no health data).
 
-use crate::anchoring::outbox_kind;
+use crate::anchoring::outbox;
 use crate::auth::Actor;
 use crate::domain::Role;
-use crate::error::{ApiError, ApiResult};
-use crate::vault::{HospitalCeiling, Page, PageRequest, ResearchSnapshot, Vault};
+use crate::error::{Causes, VaultError, VaultResult};
+use crate::{ExportRecipient, HospitalCeiling, Page, PageRequest, ResearchSnapshot, Vault};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use medvault_anchor_chain::types::{Entry, Hash32};
 use medvault_exporter::manifest::{manifest_hash, MANIFEST_FILE};
 use medvault_exporter::{
     Dataset, ExportCeiling, ExportContext, ExportError, ExportPolicy, Manifest,
@@ -55,7 +56,7 @@ impl JobStatus {
         }
     }
 
-    fn parse(stored: &str) -> ApiResult<Self> {
+    fn parse(stored: &str) -> VaultResult<Self> {
         [
             JobStatus::Queued,
             JobStatus::Running,
@@ -64,7 +65,7 @@ impl JobStatus {
         ]
         .into_iter()
         .find(|status| status.as_str() == stored)
-        .ok_or_else(|| ApiError::internal(CorruptJob("status")))
+        .ok_or_else(|| VaultError::internal(CorruptJob("status")))
     }
 }
 
@@ -112,7 +113,7 @@ const JOB_COLUMNS: &str = "j.id, j.requested_by, j.organization_id, j.policy, j.
 
 const JOB_FROM: &str = "export_jobs j LEFT JOIN anchor_outbox o ON o.id = j.anchor_outbox_id";
 
-fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
+fn job_from_row(row: &Row) -> VaultResult<ExportJob> {
     let manifest: Option<serde_json::Value> = row.get(8);
     let hospitals: Option<serde_json::Value> = row.get(13);
     Ok(ExportJob {
@@ -120,7 +121,7 @@ fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
         requested_by: row.get(1),
         organization_id: row.get(2),
         policy: serde_json::from_value(row.get(3))
-            .map_err(|_| ApiError::internal(CorruptJob("policy")))?,
+            .map_err(|_| VaultError::internal(CorruptJob("policy")))?,
         status: JobStatus::parse(row.get(4))?,
         progress_done: row.get(5),
         progress_total: row.get(6),
@@ -128,7 +129,7 @@ fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
         manifest: manifest
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|_| ApiError::internal(CorruptJob("manifest")))?,
+            .map_err(|_| VaultError::internal(CorruptJob("manifest")))?,
         manifest_sha3: row.get(9),
         anchored_height: row.get(10),
         created_at: row.get(11),
@@ -136,7 +137,7 @@ fn job_from_row(row: &Row) -> ApiResult<ExportJob> {
         hospitals: hospitals
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|_| ApiError::internal(CorruptJob("hospitals")))?
+            .map_err(|_| VaultError::internal(CorruptJob("hospitals")))?
             .unwrap_or_default(),
     })
 }
@@ -227,15 +228,15 @@ impl Exports {
         admin: &Actor,
         role: Role,
         ceiling: ExportCeiling,
-    ) -> ApiResult<StoredCeiling> {
-        crate::vault::require_role(admin, Role::Admin)?;
+    ) -> VaultResult<StoredCeiling> {
+        crate::require_role(admin, Role::Admin)?;
         if role.recipient_kind().is_none() {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "ceilings bound the insurer, researcher and government roles".into(),
             ));
         }
         ceiling.validate().map_err(bad_input)?;
-        let json = serde_json::to_value(&ceiling).map_err(ApiError::internal)?;
+        let json = serde_json::to_value(&ceiling).map_err(VaultError::internal)?;
         let client = self.vault.pool().get().await?;
         let row = client
             .query_one(
@@ -269,19 +270,19 @@ impl Exports {
         actor: &Actor,
         role: Role,
         hospital: Option<Uuid>,
-    ) -> ApiResult<Option<StoredCeiling>> {
+    ) -> VaultResult<Option<StoredCeiling>> {
         let hospital = match (actor.role, hospital) {
             (Role::Admin, None) => actor.organization_id,
             (Role::Admin, Some(hospital)) if hospital == actor.organization_id => hospital,
             (own, Some(hospital)) if own == role && role.recipient_kind().is_some() => hospital,
             (own, None) if own == role && role.recipient_kind().is_some() => {
-                return Err(ApiError::BadUserInput(
+                return Err(VaultError::InvalidInput(
                     "each hospital sets its own ceiling: name one with hospitalId, or list them \
                      all with exportCeilings"
                         .into(),
                 ))
             }
-            _ => return Err(ApiError::Forbidden),
+            _ => return Err(VaultError::Forbidden),
         };
         Ok(self
             .hospital_rules(role, Some(hospital))
@@ -294,11 +295,9 @@ impl Exports {
     /// Every member hospital with the ceiling it set for the caller's role, by hospital name:
     /// what a recipient's policy must meet for each hospital's patients to be exported. For
     /// insurers, researchers and agencies only.
-    pub async fn ceilings_for_recipient(&self, recipient: &Actor) -> ApiResult<Vec<HospitalRules>> {
-        if recipient.role.recipient_kind().is_none() {
-            return Err(ApiError::Forbidden);
-        }
-        self.hospital_rules(recipient.role, None).await
+    pub async fn ceilings_for_recipient(&self, actor: &Actor) -> VaultResult<Vec<HospitalRules>> {
+        let recipient = ExportRecipient::admit(actor)?;
+        self.hospital_rules(recipient.actor().role, None).await
     }
 
     /// The member hospitals (or the one named) with their ceilings for `role`.
@@ -306,7 +305,7 @@ impl Exports {
         &self,
         role: Role,
         hospital: Option<Uuid>,
-    ) -> ApiResult<Vec<HospitalRules>> {
+    ) -> VaultResult<Vec<HospitalRules>> {
         let client = self.vault.pool().get().await?;
         let rows = client
             .query(
@@ -324,11 +323,11 @@ impl Exports {
                 let ceiling: Option<serde_json::Value> = row.get(1);
                 let ceiling = ceiling
                     .map(|ceiling| {
-                        Ok::<_, ApiError>(StoredCeiling {
+                        Ok::<_, VaultError>(StoredCeiling {
                             hospital,
                             role,
                             ceiling: serde_json::from_value(ceiling)
-                                .map_err(|_| ApiError::internal(CorruptJob("ceiling")))?,
+                                .map_err(|_| VaultError::internal(CorruptJob("ceiling")))?,
                             set_by: row.get(2),
                             set_at: row.get(3),
                         })
@@ -343,9 +342,10 @@ impl Exports {
     /// hospital whose patients consented and set one for the recipient's role. The job runs in
     /// the background (and checks the ceilings again in its snapshot); one unfinished job per
     /// organization at a time.
-    pub async fn request(&self, recipient: &Actor, policy: ExportPolicy) -> ApiResult<ExportJob> {
-        self.check_policy(recipient, &policy).await?;
-        let policy_json = serde_json::to_value(&policy).map_err(ApiError::internal)?;
+    pub async fn request(&self, actor: &Actor, policy: ExportPolicy) -> VaultResult<ExportJob> {
+        let recipient = ExportRecipient::admit(actor)?;
+        self.check_policy(&recipient, &policy).await?;
+        let policy_json = serde_json::to_value(&policy).map_err(VaultError::internal)?;
         let client = self.vault.pool().get().await?;
         client
             .execute(
@@ -353,7 +353,7 @@ impl Exports {
                         failure = 'abandoned: the server running it stopped'
                  WHERE organization_id = $1 AND status IN ('queued', 'running')
                    AND heartbeat_at < now() - make_interval(secs => $2)",
-                &[&recipient.organization_id, &ABANDONED_AFTER_SECONDS],
+                &[&actor.organization_id, &ABANDONED_AFTER_SECONDS],
             )
             .await?;
         let id = Uuid::now_v7();
@@ -361,17 +361,12 @@ impl Exports {
             .execute(
                 "INSERT INTO export_jobs (id, requested_by, organization_id, policy, status)
                  VALUES ($1, $2, $3, $4, 'queued')",
-                &[
-                    &id,
-                    &recipient.user_id,
-                    &recipient.organization_id,
-                    &policy_json,
-                ],
+                &[&id, &actor.user_id, &actor.organization_id, &policy_json],
             )
             .await
             .map_err(|error| {
                 if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    ApiError::Conflict(
+                    VaultError::Conflict(
                         "an export for your organization is already queued or running".into(),
                     )
                 } else {
@@ -379,7 +374,7 @@ impl Exports {
                 }
             })?;
         let job = self.load_job(id).await?;
-        tokio::spawn(self.clone().run(id, *recipient, policy));
+        tokio::spawn(self.clone().run(id, recipient, policy));
         Ok(job)
     }
 
@@ -387,23 +382,28 @@ impl Exports {
     /// `medvault export`), and queues its manifest hash for the chain.
     pub async fn export_to_directory(
         &self,
-        recipient: &Actor,
+        actor: &Actor,
         policy: ExportPolicy,
         out_dir: PathBuf,
         progress: Arc<ExportProgress>,
-    ) -> ApiResult<(Manifest, [u8; 32])> {
-        self.check_policy(recipient, &policy).await?;
+    ) -> VaultResult<(Manifest, [u8; 32])> {
+        let recipient = ExportRecipient::admit(actor)?;
+        self.check_policy(&recipient, &policy).await?;
         let (manifest, digest, _) = self
-            .write_export(recipient, policy, out_dir, progress)
+            .write_export(&recipient, policy, out_dir, progress)
             .await?;
         let client = self.vault.pool().get().await?;
         queue_manifest_anchor(&client, &digest).await?;
         Ok((manifest, digest))
     }
 
-    /// Refuses a caller who is not a recipient, a policy above some consenting patient's
-    /// hospital's ceiling, and an export that no hospital's ceiling lets include anyone.
-    async fn check_policy(&self, recipient: &Actor, policy: &ExportPolicy) -> ApiResult<()> {
+    /// Refuses a policy above some consenting patient's hospital's ceiling, and an export that
+    /// no hospital's ceiling lets include anyone.
+    async fn check_policy(
+        &self,
+        recipient: &ExportRecipient,
+        policy: &ExportPolicy,
+    ) -> VaultResult<()> {
         self.vault
             .admit_research_export(recipient, policy)
             .await
@@ -411,19 +411,23 @@ impl Exports {
     }
 
     /// One job of the caller's organization; NOT_FOUND for any other, so ids cannot be probed.
-    pub async fn job(&self, actor: &Actor, id: Uuid) -> ApiResult<ExportJob> {
+    pub async fn job(&self, actor: &Actor, id: Uuid) -> VaultResult<ExportJob> {
+        let not_found = VaultError::NotFound("export job");
+        let recipient = ExportRecipient::admit(actor).map_err(|_| not_found)?;
         let job = self.load_job(id).await?;
-        if actor.role.recipient_kind().is_none() || job.organization_id != actor.organization_id {
-            return Err(ApiError::NotFound("export job"));
+        if job.organization_id != recipient.actor().organization_id {
+            return Err(VaultError::NotFound("export job"));
         }
         Ok(job)
     }
 
     /// The caller's organization's jobs, newest first.
-    pub async fn jobs(&self, actor: &Actor, page: PageRequest<Uuid>) -> ApiResult<Page<ExportJob>> {
-        if actor.role.recipient_kind().is_none() {
-            return Err(ApiError::Forbidden);
-        }
+    pub async fn jobs(
+        &self,
+        actor: &Actor,
+        page: PageRequest<Uuid>,
+    ) -> VaultResult<Page<ExportJob>> {
+        ExportRecipient::admit(actor)?;
         let client = self.vault.pool().get().await?;
         let rows = client
             .query(
@@ -434,19 +438,19 @@ impl Exports {
                 &[&actor.organization_id, &page.after, &(page.first + 1)],
             )
             .await?;
-        let jobs = rows.iter().map(job_from_row).collect::<ApiResult<_>>()?;
+        let jobs = rows.iter().map(job_from_row).collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(jobs, page.first))
     }
 
     /// The path of one file of a finished job of the caller's organization: the manifest or a
     /// file it lists. NOT_FOUND for anything else.
-    pub async fn file(&self, actor: &Actor, id: Uuid, name: &str) -> ApiResult<PathBuf> {
+    pub async fn file(&self, actor: &Actor, id: Uuid, name: &str) -> VaultResult<PathBuf> {
         let job = self.job(actor, id).await?;
         let listed = job.manifest.as_ref().is_some_and(|manifest| {
             name == MANIFEST_FILE || manifest.files.iter().any(|file| file.name == name)
         });
         if !listed {
-            return Err(ApiError::NotFound("export file"));
+            return Err(VaultError::NotFound("export file"));
         }
         Ok(self.job_directory(id).join(name))
     }
@@ -455,7 +459,7 @@ impl Exports {
         self.directory.join(id.to_string())
     }
 
-    async fn load_job(&self, id: Uuid) -> ApiResult<ExportJob> {
+    async fn load_job(&self, id: Uuid) -> VaultResult<ExportJob> {
         let client = self.vault.pool().get().await?;
         let row = client
             .query_opt(
@@ -463,12 +467,12 @@ impl Exports {
                 &[&id],
             )
             .await?
-            .ok_or(ApiError::NotFound("export job"))?;
+            .ok_or(VaultError::NotFound("export job"))?;
         job_from_row(&row)
     }
 
     /// Runs one job to its end and records the outcome; never leaves it running.
-    async fn run(self, id: Uuid, recipient: Actor, policy: ExportPolicy) {
+    async fn run(self, id: Uuid, recipient: ExportRecipient, policy: ExportPolicy) {
         let progress = Arc::new(ExportProgress::default());
         let reporter = tokio::spawn(self.clone().report_progress(id, progress.clone()));
         let outcome = match self.slots.clone().acquire_owned().await {
@@ -487,7 +491,7 @@ impl Exports {
                 };
                 written
             }
-            Err(error) => Err(ApiError::internal(error)),
+            Err(error) => Err(VaultError::internal(error)),
         };
         reporter.abort();
         let recorded = match outcome {
@@ -496,19 +500,19 @@ impl Exports {
                     .await
             }
             Err(error) => {
-                if let ApiError::Internal(cause) = &error {
-                    tracing::error!(job = %id, error = %cause, "export failed");
+                if error.is_internal() {
+                    tracing::error!(job = %id, error = %Causes(&error), "export failed");
                 }
-                self.record_failure(id, &error.message(), progress.get())
+                self.record_failure(id, &error.caller_message(), progress.get())
                     .await
             }
         };
-        if let Err(ApiError::Internal(cause)) = recorded {
-            tracing::error!(job = %id, error = %cause, "could not record the export's outcome");
+        if let Err(error) = recorded {
+            tracing::error!(job = %id, error = %Causes(&error), "could not record the export's outcome");
         }
     }
 
-    async fn mark_running(&self, id: Uuid) -> ApiResult<()> {
+    async fn mark_running(&self, id: Uuid) -> VaultResult<()> {
         let client = self.vault.pool().get().await?;
         client
             .execute(
@@ -524,8 +528,8 @@ impl Exports {
         loop {
             tokio::time::sleep(PROGRESS_INTERVAL).await;
             let (done, total) = progress.get();
-            if let Err(ApiError::Internal(cause)) = self.set_progress(id, done, total).await {
-                tracing::warn!(job = %id, error = %cause, "progress not recorded");
+            if let Err(error) = self.set_progress(id, done, total).await {
+                tracing::warn!(job = %id, error = %Causes(&error), "progress not recorded");
             }
         }
     }
@@ -535,19 +539,13 @@ impl Exports {
     /// ceilings.
     async fn write_export(
         &self,
-        recipient: &Actor,
+        recipient: &ExportRecipient,
         policy: ExportPolicy,
         out_dir: PathBuf,
         progress: Arc<ExportProgress>,
-    ) -> ApiResult<(Manifest, [u8; 32], Vec<HospitalCeiling>)> {
+    ) -> VaultResult<(Manifest, [u8; 32], Vec<HospitalCeiling>)> {
         let client = self.vault.pool().get().await?;
-        let chain_height: i64 = client
-            .query_one(
-                "SELECT COALESCE(max(anchored_height), 0) FROM anchor_outbox",
-                &[],
-            )
-            .await?
-            .get(0);
+        let chain_height = outbox::latest_anchored_height(&client).await?;
         drop(client);
         let snapshot = self
             .vault
@@ -574,7 +572,7 @@ impl Exports {
             as_of: Utc::now(),
         };
         if let Some(parent) = out_dir.parent() {
-            std::fs::create_dir_all(parent).map_err(ApiError::internal)?;
+            std::fs::create_dir_all(parent).map_err(VaultError::internal)?;
         }
         let runtime = tokio::runtime::Handle::current();
         let (written, snapshot) = tokio::task::spawn_blocking(move || {
@@ -588,15 +586,15 @@ impl Exports {
             (written, snapshot)
         })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(VaultError::internal)?;
         snapshot.close().await?;
         let (manifest, digest_hex) = written.map_err(export_failure)?;
         let mut digest = [0u8; 32];
-        hex::decode_to_slice(&digest_hex, &mut digest).map_err(ApiError::internal)?;
+        hex::decode_to_slice(&digest_hex, &mut digest).map_err(VaultError::internal)?;
         Ok((manifest, digest, hospitals))
     }
 
-    async fn set_progress(&self, id: Uuid, done: i64, total: i64) -> ApiResult<()> {
+    async fn set_progress(&self, id: Uuid, done: i64, total: i64) -> VaultResult<()> {
         let client = self.vault.pool().get().await?;
         client
             .execute(
@@ -617,9 +615,9 @@ impl Exports {
         digest: &[u8; 32],
         hospitals: &[HospitalCeiling],
         work: i64,
-    ) -> ApiResult<()> {
-        let json = serde_json::to_value(manifest).map_err(ApiError::internal)?;
-        let hospitals = serde_json::to_value(hospitals).map_err(ApiError::internal)?;
+    ) -> VaultResult<()> {
+        let json = serde_json::to_value(manifest).map_err(VaultError::internal)?;
+        let hospitals = serde_json::to_value(hospitals).map_err(VaultError::internal)?;
         let mut client = self.vault.pool().get().await?;
         let transaction = client.transaction().await?;
         let outbox_id = queue_manifest_anchor(&transaction, digest).await?;
@@ -648,7 +646,7 @@ impl Exports {
         id: Uuid,
         failure: &str,
         (done, total): (i64, i64),
-    ) -> ApiResult<()> {
+    ) -> VaultResult<()> {
         let client = self.vault.pool().get().await?;
         client
             .execute(
@@ -663,14 +661,11 @@ impl Exports {
 }
 
 /// Queues a manifest's SHA3-256 for the anchoring worker; returns its outbox id.
-async fn queue_manifest_anchor(client: &impl GenericClient, digest: &[u8; 32]) -> ApiResult<i64> {
-    Ok(client
-        .query_one(
-            "INSERT INTO anchor_outbox (kind, leaf) VALUES ($1, $2) RETURNING id",
-            &[&outbox_kind::EXPORT_MANIFEST, &digest.as_slice()],
-        )
-        .await?
-        .get(0))
+async fn queue_manifest_anchor(client: &impl GenericClient, digest: &[u8; 32]) -> VaultResult<i64> {
+    let entry = Entry::ExportManifest {
+        manifest_hash: Hash32(*digest),
+    };
+    Ok(outbox::queue(client, &entry).await?)
 }
 
 /// The snapshot's events, read [`PATIENTS_PER_CHUNK`] patients at a time from the blocking
@@ -689,10 +684,10 @@ fn stream_events<'a>(
             let events = runtime
                 .block_on(snapshot.events(start..end))
                 .map_err(|error| {
-                    if let ApiError::Internal(cause) = &error {
-                        tracing::error!(error = %cause, "reading the data to export failed");
+                    if error.is_internal() {
+                        tracing::error!(error = %Causes(&error), "reading the data to export failed");
                     }
-                    ExportError::Source(error.message())
+                    ExportError::Source(error.caller_message())
                 })?;
             chunk_done(end - start);
             Ok(events)
@@ -722,15 +717,15 @@ impl Iterator for EitherEvents {
 
 /// What the caller is told about a failed export: the exporter's reasons (policy not met,
 /// invalid policy) are theirs to act on; anything else is internal.
-fn export_failure(error: ExportError) -> ApiError {
+fn export_failure(error: ExportError) -> VaultError {
     match error {
         ExportError::InvalidPolicy(_)
         | ExportError::PolicyNotMet { .. }
-        | ExportError::AboveCeiling(_) => ApiError::BadUserInput(error.to_string()),
-        other => ApiError::internal(other),
+        | ExportError::AboveCeiling(_) => VaultError::InvalidInput(error.to_string()),
+        other => VaultError::internal(other),
     }
 }
 
-fn bad_input(error: ExportError) -> ApiError {
-    ApiError::BadUserInput(error.to_string())
+fn bad_input(error: ExportError) -> VaultError {
+    VaultError::InvalidInput(error.to_string())
 }

@@ -6,10 +6,47 @@
 //! ([`MasterKey::check_value`]) and every later start compares against it; a missing key file is
 //! created only for a database that holds nothing sealed.
 
-use super::Vault;
-use crate::configuration::MasterKeySource;
 use crate::crypto::{KeyFileError, MasterKey};
+use crate::Vault;
 use deadpool_postgres::Pool;
+use std::path::PathBuf;
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// A key file, created with mode 0600 if missing.
+    File(PathBuf),
+    /// 64 hexadecimal digits given directly (for secret managers that inject environment
+    /// variables). Never printed.
+    Hex(String),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::File(path) => write!(f, "File({})", path.display()),
+            MasterKeySource::Hex(_) => f.write_str("Hex(<redacted>)"),
+        }
+    }
+}
+
+impl MasterKeySource {
+    /// Reads the master key; `None` for a key file that does not exist.
+    pub fn read(&self) -> Result<Option<MasterKey>, KeyFileError> {
+        match self {
+            MasterKeySource::File(path) => MasterKey::read(path),
+            MasterKeySource::Hex(hex) => MasterKey::from_hex(hex).map(Some),
+        }
+    }
+
+    /// Where the key comes from, for messages (never the key itself).
+    pub fn describe(&self) -> String {
+        match self {
+            MasterKeySource::File(path) => format!("the master key file {}", path.display()),
+            MasterKeySource::Hex(_) => "the master key given in MEDVAULT_MASTER_KEY".to_owned(),
+        }
+    }
+}
 
 /// The vault cannot be opened with the key it was given.
 #[derive(Debug, thiserror::Error)]

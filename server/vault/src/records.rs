@@ -1,13 +1,13 @@
 //! Medical records: every change a new encrypted version, deletes as tombstones that
 //! crypto-shred the record's content keys, and optimistic concurrency on the expected version.
 
-use super::policy::{AuditedAction, Permit};
-use super::{Page, PageRequest, Vault};
-use crate::anchor;
+use crate::anchoring::{leaf, outbox};
 use crate::auth::Actor;
 use crate::crypto::{Binding, SymmetricKey};
 use crate::domain::RecordContent;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::policy::{AuditedAction, Permit};
+use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -58,12 +58,14 @@ impl VersionOperation {
         }
     }
 
-    fn parse(stored: &str) -> ApiResult<Self> {
+    fn parse(stored: &str) -> VaultResult<Self> {
         match stored {
             "create" => Ok(VersionOperation::Create),
             "update" => Ok(VersionOperation::Update),
             "delete" => Ok(VersionOperation::Delete),
-            _ => Err(ApiError::internal(CorruptRow("record_versions.operation"))),
+            _ => Err(VaultError::internal(CorruptRow(
+                "record_versions.operation",
+            ))),
         }
     }
 }
@@ -102,6 +104,8 @@ struct SealedVersion {
     wrapped_key: Option<Vec<u8>>,
     ciphertext_sha3: [u8; 32],
     anchor_leaf: [u8; 32],
+    /// The anchor leaf as the chain entry queued for it, in the outbox's encoding.
+    outbox_entry: Vec<u8>,
     created_at: DateTime<Utc>,
 }
 
@@ -113,12 +117,12 @@ impl Vault {
         version: i32,
         content: Option<&RecordContent>,
         created_at: DateTime<Utc>,
-    ) -> ApiResult<SealedVersion> {
+    ) -> VaultResult<SealedVersion> {
         let patient = permit.patient();
         let (ciphertext, wrapped_key) = match content {
             Some(content) => {
                 let plaintext = zeroize::Zeroizing::new(
-                    serde_json::to_vec(content).map_err(ApiError::internal)?,
+                    serde_json::to_vec(content).map_err(VaultError::internal)?,
                 );
                 let content_key = SymmetricKey::generate();
                 let ciphertext = content_key.seal(
@@ -141,15 +145,16 @@ impl Vault {
             }
             None => (None, None),
         };
-        let ciphertext_sha3 = anchor::ciphertext_digest(ciphertext.as_deref());
+        let ciphertext_sha3 = leaf::ciphertext_digest(ciphertext.as_deref());
         let pseudonym = self.master.patient_pseudonym(patient);
         let anchor_leaf =
-            anchor::record_version_leaf(record, version, &pseudonym, &ciphertext_sha3, created_at);
+            leaf::record_version_leaf(record, version, &pseudonym, &ciphertext_sha3, created_at);
         Ok(SealedVersion {
             record,
             ciphertext,
             wrapped_key,
             ciphertext_sha3,
+            outbox_entry: outbox::record_version(&anchor_leaf),
             anchor_leaf,
             created_at,
         })
@@ -161,12 +166,12 @@ impl Vault {
         &self,
         permit: &Permit,
         contents: Vec<RecordContent>,
-    ) -> ApiResult<Vec<StoredRecord>> {
+    ) -> VaultResult<Vec<StoredRecord>> {
         if permit.action() != AuditedAction::AddRecord {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         if contents.is_empty() || contents.len() > MAX_RECORDS_PER_BATCH {
-            return Err(ApiError::BadUserInput(format!(
+            return Err(VaultError::InvalidInput(format!(
                 "give 1 to {MAX_RECORDS_PER_BATCH} records per request"
             )));
         }
@@ -174,11 +179,11 @@ impl Vault {
         for content in &contents {
             content.validate(now)?;
         }
-        let created_at = anchor::to_stored_precision(now);
+        let created_at = leaf::to_stored_precision(now);
         let sealed = contents
             .iter()
             .map(|content| self.seal_version(permit, Uuid::now_v7(), 1, Some(content), created_at))
-            .collect::<ApiResult<Vec<_>>>()?;
+            .collect::<VaultResult<Vec<_>>>()?;
         let ids: Vec<Uuid> = sealed.iter().map(|v| v.record).collect();
         let ciphertexts: Vec<Option<&[u8]>> =
             sealed.iter().map(|v| v.ciphertext.as_deref()).collect();
@@ -188,6 +193,7 @@ impl Vault {
             .collect();
         let leaves: Vec<&[u8]> = sealed.iter().map(|v| v.anchor_leaf.as_slice()).collect();
         let keys: Vec<Option<&[u8]>> = sealed.iter().map(|v| v.wrapped_key.as_deref()).collect();
+        let outbox_entries: Vec<&[u8]> = sealed.iter().map(|v| v.outbox_entry.as_slice()).collect();
         let client = self.pool.get().await?;
         client
             .execute(
@@ -202,8 +208,7 @@ impl Vault {
                  content_keys AS (
                      INSERT INTO record_version_keys (record_id, version, wrapped_key)
                      SELECT id, 1, wrapped_key FROM unnest($1::uuid[], $8::bytea[]) AS t(id, wrapped_key))
-                 INSERT INTO anchor_outbox (kind, leaf)
-                 SELECT 'record_version', leaf FROM unnest($7::bytea[]) AS t(leaf)").await?,
+                 INSERT INTO anchor_outbox (entry) SELECT unnest($9::bytea[])").await?,
                 &[
                     &ids,
                     &permit.patient(),
@@ -213,6 +218,7 @@ impl Vault {
                     &digests,
                     &leaves,
                     &keys,
+                    &outbox_entries,
                 ],
             )
             .await?;
@@ -241,9 +247,9 @@ impl Vault {
         record: Uuid,
         expected_version: i32,
         content: RecordContent,
-    ) -> ApiResult<StoredRecord> {
+    ) -> VaultResult<StoredRecord> {
         if permit.action() != AuditedAction::UpdateRecord {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         let now = Utc::now();
         content.validate(now)?;
@@ -253,7 +259,7 @@ impl Vault {
             record,
             version,
             Some(&content),
-            anchor::to_stored_precision(now),
+            leaf::to_stored_precision(now),
         )?;
         let created_at = self
             .append_version(permit, expected_version, VersionOperation::Update, &sealed)
@@ -278,9 +284,9 @@ impl Vault {
         permit: &Permit,
         record: Uuid,
         expected_version: i32,
-    ) -> ApiResult<i32> {
+    ) -> VaultResult<i32> {
         if permit.action() != AuditedAction::DeleteRecord {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         let version = next_version(expected_version)?;
         let sealed = self.seal_version(
@@ -288,7 +294,7 @@ impl Vault {
             record,
             version,
             None,
-            anchor::to_stored_precision(Utc::now()),
+            leaf::to_stored_precision(Utc::now()),
         )?;
         self.append_version(permit, expected_version, VersionOperation::Delete, &sealed)
             .await?;
@@ -303,7 +309,7 @@ impl Vault {
         expected_version: i32,
         operation: VersionOperation,
         sealed: &SealedVersion,
-    ) -> ApiResult<DateTime<Utc>> {
+    ) -> VaultResult<DateTime<Utc>> {
         let deleting = operation == VersionOperation::Delete;
         let client = self.pool.get().await?;
         let appended = client
@@ -323,7 +329,7 @@ impl Vault {
                      DELETE FROM record_version_keys
                      WHERE $4 AND record_id IN (SELECT id FROM bumped)),
                  outbox AS (
-                     INSERT INTO anchor_outbox (kind, leaf) SELECT 'record_version', $10 FROM bumped)
+                     INSERT INTO anchor_outbox (entry) SELECT $12 FROM bumped)
                  SELECT created_at FROM bumped").await?,
                 &[
                     &sealed.record,
@@ -337,6 +343,7 @@ impl Vault {
                     &sealed.created_at,
                     &sealed.anchor_leaf.as_slice(),
                     &sealed.wrapped_key,
+                    &sealed.outbox_entry,
                 ],
             )
             .await?;
@@ -364,8 +371,8 @@ impl Vault {
                     "record belongs to another patient",
                 )
                 .await),
-            Some(row) if row.get::<_, bool>(2) => Err(ApiError::NotFound("record")),
-            Some(row) => Err(ApiError::Conflict(format!(
+            Some(row) if row.get::<_, bool>(2) => Err(VaultError::NotFound("record")),
+            Some(row) => Err(VaultError::Conflict(format!(
                 "record is at version {}, not {expected_version}",
                 row.get::<_, i32>(1)
             ))),
@@ -375,7 +382,7 @@ impl Vault {
     /// The patient a record belongs to, so the caller can ask for a permit. An unknown id is
     /// FORBIDDEN, as another patient's record is, so that the answer does not tell which ids
     /// exist.
-    pub async fn record_patient(&self, record: Uuid) -> ApiResult<Uuid> {
+    pub async fn record_patient(&self, record: Uuid) -> VaultResult<Uuid> {
         let client = self.pool.get().await?;
         client
             .query_opt(
@@ -386,11 +393,11 @@ impl Vault {
             )
             .await?
             .map(|row| row.get(0))
-            .ok_or(ApiError::Forbidden)
+            .ok_or(VaultError::Forbidden)
     }
 
     /// One record's current version.
-    pub async fn record(&self, actor: &Actor, record: Uuid) -> ApiResult<StoredRecord> {
+    pub async fn record(&self, actor: &Actor, record: Uuid) -> VaultResult<StoredRecord> {
         let patient = self.record_patient(record).await?;
         let permit = self
             .authorize(actor, patient, AuditedAction::ReadRecords, Some(record))
@@ -406,7 +413,7 @@ impl Vault {
                 &[&record],
             )
             .await?
-            .ok_or(ApiError::NotFound("record"))?;
+            .ok_or(VaultError::NotFound("record"))?;
         self.stored_record_from_row(&permit, &row)
     }
 
@@ -415,7 +422,7 @@ impl Vault {
         &self,
         permit: &Permit,
         page: PageRequest<Uuid>,
-    ) -> ApiResult<Page<StoredRecord>> {
+    ) -> VaultResult<Page<StoredRecord>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -431,15 +438,15 @@ impl Vault {
         let items = rows
             .iter()
             .map(|row| self.stored_record_from_row(permit, row))
-            .collect::<ApiResult<_>>()?;
+            .collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 
-    fn stored_record_from_row(&self, permit: &Permit, row: &Row) -> ApiResult<StoredRecord> {
+    fn stored_record_from_row(&self, permit: &Permit, row: &Row) -> VaultResult<StoredRecord> {
         let record: Uuid = row.get(0);
         let version: i32 = row.get(2);
         let content = open_version(permit, record, version, row.get(3), row.get(4))?
-            .ok_or_else(|| ApiError::internal(CorruptRow("live record without content")))?;
+            .ok_or_else(|| VaultError::internal(CorruptRow("live record without content")))?;
         Ok(StoredRecord {
             record_id: record,
             patient_id: row.get(1),
@@ -458,7 +465,7 @@ impl Vault {
         &self,
         actor: &Actor,
         record: Uuid,
-    ) -> ApiResult<Vec<RecordVersion>> {
+    ) -> VaultResult<Vec<RecordVersion>> {
         let patient = self.record_patient(record).await?;
         let permit = self
             .authorize(actor, patient, AuditedAction::ReadHistory, Some(record))
@@ -485,7 +492,7 @@ impl Vault {
         &self,
         permit: &Permit,
         page: PageRequest<(Uuid, i32)>,
-    ) -> ApiResult<Page<RecordVersion>> {
+    ) -> VaultResult<Page<RecordVersion>> {
         let (after_record, after_version) = match page.after {
             Some((record, version)) => (Some(record), version),
             None => (None, 0),
@@ -511,11 +518,11 @@ impl Vault {
         let items = rows
             .iter()
             .map(|row| self.record_version_from_row(permit, row))
-            .collect::<ApiResult<_>>()?;
+            .collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 
-    fn record_version_from_row(&self, permit: &Permit, row: &Row) -> ApiResult<RecordVersion> {
+    fn record_version_from_row(&self, permit: &Permit, row: &Row) -> VaultResult<RecordVersion> {
         let record: Uuid = row.get(0);
         let version: i32 = row.get(2);
         Ok(RecordVersion {
@@ -546,15 +553,15 @@ const VERSION_QUERY: &str =
  JOIN records r ON r.id = v.record_id
  LEFT JOIN record_version_keys k ON k.record_id = v.record_id AND k.version = v.version";
 
-fn next_version(expected_version: i32) -> ApiResult<i32> {
+fn next_version(expected_version: i32) -> VaultResult<i32> {
     if expected_version < 1 {
-        return Err(ApiError::BadUserInput(
+        return Err(VaultError::InvalidInput(
             "expectedVersion must be at least 1".into(),
         ));
     }
     expected_version
         .checked_add(1)
-        .ok_or_else(|| ApiError::BadUserInput("expectedVersion is too large".into()))
+        .ok_or_else(|| VaultError::InvalidInput("expectedVersion is too large".into()))
 }
 
 /// Decrypts one record version with the permit's data key; `None` for a tombstone or a
@@ -565,7 +572,7 @@ pub(super) fn open_version(
     version: i32,
     ciphertext: Option<&[u8]>,
     wrapped_key: Option<&[u8]>,
-) -> ApiResult<Option<RecordContent>> {
+) -> VaultResult<Option<RecordContent>> {
     let (Some(ciphertext), Some(wrapped_key)) = (ciphertext, wrapped_key) else {
         return Ok(None);
     };
@@ -588,5 +595,5 @@ pub(super) fn open_version(
     )?;
     serde_json::from_slice(&plaintext)
         .map(Some)
-        .map_err(ApiError::internal)
+        .map_err(VaultError::internal)
 }

@@ -1,10 +1,11 @@
 //! Organizations (member hospitals and export recipients) and their users. Staff names are not health data and are stored in
 //! the clear; a patient's identity lives only in their encrypted profile.
 
-use super::{require_role, Page, PageRequest, Vault};
-use crate::auth::{self, Actor};
+use crate::auth::{self, Actor, Operator};
 use crate::domain::{OrganizationKind, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::policy::{self, require_role};
+use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
@@ -25,11 +26,12 @@ pub struct Organization {
 
 const ORGANIZATION_COLUMNS: &str = "id, name, kind, created_at";
 
-fn organization_from_row(row: &Row) -> ApiResult<Organization> {
+fn organization_from_row(row: &Row) -> VaultResult<Organization> {
     Ok(Organization {
         id: row.get(0),
         name: row.get(1),
-        kind: OrganizationKind::parse(row.get(2)).ok_or_else(|| ApiError::internal(UnknownKind))?,
+        kind: OrganizationKind::parse(row.get(2))
+            .ok_or_else(|| VaultError::internal(UnknownKind))?,
         created_at: row.get(3),
     })
 }
@@ -38,9 +40,9 @@ fn organization_from_row(row: &Row) -> ApiResult<Organization> {
 #[error("a stored organization has an unknown kind")]
 struct UnknownKind;
 
-fn check_organization_name(name: &str) -> ApiResult<()> {
+fn check_organization_name(name: &str) -> VaultResult<()> {
     if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::BadUserInput(
+        return Err(VaultError::InvalidInput(
             "organization name must be 1 to 200 characters".into(),
         ));
     }
@@ -83,12 +85,12 @@ pub struct NewStaffUser {
 const USER_COLUMNS: &str =
     "id, username, role, organization_id, display_name, specialty, created_at";
 
-fn user_from_row(row: &Row) -> ApiResult<UserInfo> {
+fn user_from_row(row: &Row) -> VaultResult<UserInfo> {
     let role: &str = row.get(2);
     Ok(UserInfo {
         id: row.get(0),
         username: row.get(1),
-        role: Role::parse(role).ok_or_else(|| ApiError::internal(UnknownRole))?,
+        role: Role::parse(role).ok_or_else(|| VaultError::internal(UnknownRole))?,
         organization_id: row.get(3),
         display_name: row.get(4),
         specialty: row.get(5),
@@ -101,24 +103,24 @@ fn user_from_row(row: &Row) -> ApiResult<UserInfo> {
 struct UnknownRole;
 
 /// Hashes a new password off the async runtime.
-pub(super) async fn hash_new_password(password: &str) -> ApiResult<String> {
+pub(super) async fn hash_new_password(password: &str) -> VaultResult<String> {
     auth::check_new_password(password)?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
-        .map_err(ApiError::internal)?
+        .map_err(VaultError::internal)?
 }
 
 /// Maps a unique violation on `users.username` to CONFLICT.
-pub(super) fn username_conflict(error: tokio_postgres::Error) -> ApiError {
+pub(super) fn username_conflict(error: tokio_postgres::Error) -> VaultError {
     if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-        ApiError::Conflict("username is taken".into())
+        VaultError::Conflict("username is taken".into())
     } else {
         error.into()
     }
 }
 
-pub(super) fn check_username(username: &str) -> ApiResult<()> {
+pub(super) fn check_username(username: &str) -> VaultResult<()> {
     let valid = (3..=64).contains(&username.len())
         && username
             .bytes()
@@ -126,15 +128,33 @@ pub(super) fn check_username(username: &str) -> ApiResult<()> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::BadUserInput(
+        Err(VaultError::InvalidInput(
             "username must be 3 to 64 characters of letters, digits and . _ - @".into(),
         ))
     }
 }
 
 impl Vault {
+    /// The operator's bootstrap (`medvault admin create`): registers the hospital `hospital`
+    /// unless it exists, and creates an admin in it.
+    pub async fn create_hospital_admin(
+        &self,
+        _operator: &Operator,
+        hospital: &str,
+        admin: NewStaffUser,
+    ) -> VaultResult<(Organization, UserInfo)> {
+        if admin.role != Role::Admin {
+            return Err(VaultError::InvalidInput(
+                "the bootstrap account of a hospital is an admin".into(),
+            ));
+        }
+        let organization = self.ensure_organization(hospital).await?;
+        let admin = self.insert_staff_user(organization.id, admin, None).await?;
+        Ok((organization, admin))
+    }
+
     /// Registers a hospital, or returns the existing one of that name.
-    pub async fn ensure_organization(&self, name: &str) -> ApiResult<Organization> {
+    async fn ensure_organization(&self, name: &str) -> VaultResult<Organization> {
         check_organization_name(name)?;
         let client = self.pool.get().await?;
         let row = client
@@ -161,11 +181,11 @@ impl Vault {
         admin: &Actor,
         name: &str,
         kind: OrganizationKind,
-    ) -> ApiResult<Organization> {
+    ) -> VaultResult<Organization> {
         require_role(admin, Role::Admin)?;
         check_organization_name(name)?;
         if kind == OrganizationKind::Hospital {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "hospitals join with `medvault admin create`, not as recipients".into(),
             ));
         }
@@ -183,7 +203,7 @@ impl Vault {
             .await
             .map_err(|error| {
                 if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    ApiError::Conflict("an organization of that name exists".into())
+                    VaultError::Conflict("an organization of that name exists".into())
                 } else {
                     error.into()
                 }
@@ -191,8 +211,12 @@ impl Vault {
         organization_from_row(&row)
     }
 
-    /// One organization by id.
-    pub async fn organization(&self, id: Uuid) -> ApiResult<Organization> {
+    /// One organization by id, for any signed-in `viewer` (organizations hold no health data).
+    pub async fn organization(&self, _viewer: &Actor, id: Uuid) -> VaultResult<Organization> {
+        self.organization_by_id(id).await
+    }
+
+    async fn organization_by_id(&self, id: Uuid) -> VaultResult<Organization> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -204,16 +228,17 @@ impl Vault {
                 &[&id],
             )
             .await?
-            .ok_or(ApiError::NotFound("organization"))?;
+            .ok_or(VaultError::NotFound("organization"))?;
         organization_from_row(&row)
     }
 
-    /// Organizations by id, all of them or those of one kind.
+    /// Organizations by id, all of them or those of one kind, for any signed-in `viewer`.
     pub async fn organizations(
         &self,
+        _viewer: &Actor,
         kind: Option<OrganizationKind>,
         page: PageRequest<Uuid>,
-    ) -> ApiResult<Page<Organization>> {
+    ) -> VaultResult<Page<Organization>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -234,31 +259,52 @@ impl Vault {
         let items = rows
             .iter()
             .map(organization_from_row)
-            .collect::<ApiResult<_>>()?;
+            .collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 
-    /// Creates a staff account in `organization`. `created_by` is `None` only for the bootstrap
-    /// admin made from the command line.
+    /// An admin creates a staff account in their own hospital, or in a recipient organization
+    /// (`organization`), as [`policy::may_create_staff_in`] allows.
     pub async fn create_staff_user(
+        &self,
+        admin: &Actor,
+        organization: Option<Uuid>,
+        user: NewStaffUser,
+    ) -> VaultResult<UserInfo> {
+        require_role(admin, Role::Admin)?;
+        let organization = match organization {
+            Some(id) if id != admin.organization_id => {
+                let target = self.organization_by_id(id).await?;
+                policy::may_create_staff_in(admin, &target)?;
+                target.id
+            }
+            _ => admin.organization_id,
+        };
+        self.insert_staff_user(organization, user, Some(admin.user_id))
+            .await
+    }
+
+    /// Creates a staff account in `organization`; `created_by` is `None` only for the bootstrap
+    /// admin.
+    async fn insert_staff_user(
         &self,
         organization: Uuid,
         user: NewStaffUser,
         created_by: Option<Uuid>,
-    ) -> ApiResult<UserInfo> {
+    ) -> VaultResult<UserInfo> {
         if user.role == Role::Patient {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "patients are created with createPatient".into(),
             ));
         }
         check_username(&user.username)?;
         if user.display_name.trim().is_empty() || user.display_name.len() > 200 {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "displayName must be 1 to 200 characters".into(),
             ));
         }
         if user.specialty.as_ref().is_some_and(|s| s.len() > 200) {
-            return Err(ApiError::BadUserInput(
+            return Err(VaultError::InvalidInput(
                 "specialty is at most 200 characters".into(),
             ));
         }
@@ -271,11 +317,11 @@ impl Vault {
                 &[&organization],
             )
             .await?
-            .ok_or(ApiError::NotFound("organization"))?
+            .ok_or(VaultError::NotFound("organization"))?
             .get(0);
         let recipient = OrganizationKind::parse(&kind).filter(|k| *k != OrganizationKind::Hospital);
         if recipient.is_some() && user.role.recipient_kind() != recipient {
-            return Err(ApiError::BadUserInput(format!(
+            return Err(VaultError::InvalidInput(format!(
                 "{} accounts cannot belong to a {kind} organization",
                 user.role.as_str()
             )));
@@ -308,7 +354,11 @@ impl Vault {
 
     /// The account named `username`, acting as itself: for an operator's command run on a
     /// user's behalf (`medvault export --requester`), never for a network caller.
-    pub async fn actor_by_username(&self, username: &str) -> ApiResult<Actor> {
+    pub async fn actor_by_username(
+        &self,
+        _operator: &Operator,
+        username: &str,
+    ) -> VaultResult<Actor> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -316,17 +366,17 @@ impl Vault {
                 &[&username],
             )
             .await?
-            .ok_or(ApiError::NotFound("user"))?;
+            .ok_or(VaultError::NotFound("user"))?;
         let role: &str = row.get(1);
         Ok(Actor {
             user_id: row.get(0),
-            role: Role::parse(role).ok_or_else(|| ApiError::internal(UnknownRole))?,
+            role: Role::parse(role).ok_or_else(|| VaultError::internal(UnknownRole))?,
             organization_id: row.get(2),
         })
     }
 
-    /// One user by id, as any authenticated caller may see them.
-    pub async fn user(&self, id: Uuid) -> ApiResult<UserInfo> {
+    /// One user by id, as any signed-in `viewer` may see them.
+    pub async fn user(&self, _viewer: &Actor, id: Uuid) -> VaultResult<UserInfo> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -336,12 +386,13 @@ impl Vault {
                 &[&id],
             )
             .await?
-            .ok_or(ApiError::NotFound("user"))?;
+            .ok_or(VaultError::NotFound("user"))?;
         user_from_row(&row)
     }
 
-    /// The users with these ids (unknown ids are left out).
-    pub async fn users(&self, ids: &[Uuid]) -> ApiResult<Vec<UserInfo>> {
+    /// The users with these ids (unknown ids are left out), as any signed-in `viewer` may see
+    /// them.
+    pub async fn users(&self, _viewer: &Actor, ids: &[Uuid]) -> VaultResult<Vec<UserInfo>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -361,9 +412,9 @@ impl Vault {
         &self,
         actor: &Actor,
         page: PageRequest<Uuid>,
-    ) -> ApiResult<Page<UserInfo>> {
+    ) -> VaultResult<Page<UserInfo>> {
         if !matches!(actor.role, Role::Patient | Role::Admin | Role::Doctor) {
-            return Err(ApiError::Forbidden);
+            return Err(VaultError::Forbidden);
         }
         let client = self.pool.get().await?;
         let rows = client
@@ -377,7 +428,7 @@ impl Vault {
                 &[&page.after, &(page.first + 1)],
             )
             .await?;
-        let items = rows.iter().map(user_from_row).collect::<ApiResult<_>>()?;
+        let items = rows.iter().map(user_from_row).collect::<VaultResult<_>>()?;
         Ok(Page::from_overfetched(items, page.first))
     }
 }

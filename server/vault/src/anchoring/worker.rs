@@ -2,10 +2,12 @@
 //! entry was anchored at, so that every record version written and every export made can be
 //! proven unaltered from the chain alone.
 
+use super::outbox;
 use deadpool_postgres::Pool;
-use medvault_anchor_chain::embedded::EmbeddedChain;
+use medvault_anchor_chain::client::{ChainClient, ClientError};
+use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
 use medvault_anchor_chain::state::EntryOutcome;
-use medvault_anchor_chain::types::{Entry, Hash32};
+use medvault_anchor_chain::types::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -18,72 +20,77 @@ const BATCH: i64 = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum AnchoringError {
     /// Reading or updating the outbox failed.
-    #[error("anchor outbox: {0}")]
+    #[error("anchor outbox")]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had.
-    #[error("anchor outbox: {0}")]
+    #[error("anchor outbox")]
     Pool(#[from] deadpool_postgres::PoolError),
-    /// The chain refused or failed the submission.
-    #[error("anchor chain: {0}")]
-    Chain(#[from] medvault_anchor_chain::embedded::EmbeddedError),
-    /// An outbox row does not hold a 32-byte leaf of a known kind.
-    #[error("anchor outbox row {0} holds no 32-byte leaf of a known kind")]
-    MalformedLeaf(i64),
+    /// The embedded validator refused or failed the submission.
+    #[error("embedded anchor chain")]
+    Embedded(#[from] EmbeddedError),
+    /// The validator cluster could not be reached or failed the submission.
+    #[error("anchor chain cluster")]
+    Cluster(#[from] ClientError),
+    /// An outbox row does not hold an entry in the chain's canonical encoding.
+    #[error("anchor outbox row {0} holds no entry in the chain's canonical encoding")]
+    MalformedEntry(i64),
     /// A pass of the anchoring worker failed (it retries on its own).
-    #[error("anchoring worker: {0}")]
+    #[error("anchoring worker")]
     Pass(#[source] Arc<AnchoringError>),
     /// The anchoring worker was stopped while someone waited on it.
     #[error("the anchoring worker has stopped")]
     Stopped,
 }
 
-/// What an outbox row anchors, by its `kind` column.
-pub mod outbox_kind {
-    /// A record version's leaf (MISSION.md decision 3).
-    pub const RECORD_VERSION: &str = "record_version";
-    /// The SHA3-256 of an export's manifest (decision 7).
-    pub const EXPORT_MANIFEST: &str = "export_manifest";
+/// The chain the worker anchors on. An enum, not a trait: there are two targets, both known
+/// here.
+pub enum AnchorChain {
+    /// A single validator in this process.
+    Embedded(EmbeddedChain),
+    /// The members' validator cluster, through one of its nodes.
+    Cluster(ChainClient),
 }
 
-/// The chain entry an outbox row stands for.
-fn outbox_entry(id: i64, kind: &str, leaf: &[u8]) -> Result<Entry, AnchoringError> {
-    let hash = Hash32(
-        leaf.try_into()
-            .map_err(|_| AnchoringError::MalformedLeaf(id))?,
-    );
-    match kind {
-        outbox_kind::RECORD_VERSION => Ok(Entry::RecordAnchor { leaf: hash }),
-        outbox_kind::EXPORT_MANIFEST => Ok(Entry::ExportManifest {
-            manifest_hash: hash,
-        }),
-        _ => Err(AnchoringError::MalformedLeaf(id)),
+impl AnchorChain {
+    async fn submit(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, AnchoringError> {
+        Ok(match self {
+            AnchorChain::Embedded(chain) => chain.submit(entries).await?,
+            AnchorChain::Cluster(client) => client.submit(entries).await?,
+        })
+    }
+
+    /// The height of the chain's last block.
+    pub async fn head_height(&self) -> Result<u64, AnchoringError> {
+        Ok(match self {
+            AnchorChain::Embedded(chain) => chain.head_height(),
+            AnchorChain::Cluster(client) => client.head().await?.height,
+        })
+    }
+
+    /// The embedded validator, for reading its blocks and proofs in process.
+    pub fn embedded(&self) -> Option<&EmbeddedChain> {
+        match self {
+            AnchorChain::Embedded(chain) => Some(chain),
+            AnchorChain::Cluster(_) => None,
+        }
+    }
+
+    async fn shutdown(&self) {
+        if let AnchorChain::Embedded(chain) = self {
+            chain.shutdown().await;
+        }
     }
 }
 
 /// Anchors up to one batch of pending entries; returns how many were anchored. Only the worker
 /// calls it, so that one place decides when the outbox is drained.
-async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize, AnchoringError> {
+async fn anchor_pending(pool: &Pool, chain: &AnchorChain) -> Result<usize, AnchoringError> {
     let client = pool.get().await?;
-    let pending = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT id, kind, leaf FROM anchor_outbox WHERE anchored_height IS NULL ORDER BY id LIMIT $1",
-                )
-                .await?,
-            &[&BATCH],
-        )
-        .await?;
+    let pending = outbox::pending(&client, BATCH).await?;
     if pending.is_empty() {
         return Ok(0);
     }
-    let mut ids = Vec::with_capacity(pending.len());
-    let mut entries = Vec::with_capacity(pending.len());
-    for row in &pending {
-        let id: i64 = row.get(0);
-        entries.push(outbox_entry(id, row.get(1), row.get(2))?);
-        ids.push(id);
-    }
+    let (ids, entries): (Vec<i64>, Vec<_>) = pending.into_iter().unzip();
     let outcomes = chain.submit(entries).await?;
     let (mut anchored_ids, mut heights) = (Vec::new(), Vec::new());
     for (id, outcome) in ids.into_iter().zip(outcomes) {
@@ -97,17 +104,7 @@ async fn anchor_pending(pool: &Pool, chain: &EmbeddedChain) -> Result<usize, Anc
             }
         }
     }
-    client
-        .execute(
-            &client
-                .prepare_cached(
-                    "UPDATE anchor_outbox o SET anchored_height = a.height
-                     FROM unnest($1::bigint[], $2::bigint[]) AS a(id, height) WHERE o.id = a.id",
-                )
-                .await?,
-            &[&anchored_ids, &heights],
-        )
-        .await?;
+    outbox::mark_anchored(&client, &anchored_ids, &heights).await?;
     Ok(anchored_ids.len())
 }
 
@@ -138,7 +135,7 @@ enum PassOutcome {
 /// handle to the same worker, so that the application can stop it while tests wait on it.
 #[derive(Clone)]
 pub struct AnchoringWorker {
-    chain: Arc<EmbeddedChain>,
+    chain: Arc<AnchorChain>,
     wake: Arc<Notify>,
     passes: watch::Receiver<Passes>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
@@ -146,8 +143,8 @@ pub struct AnchoringWorker {
 
 impl AnchoringWorker {
     /// Starts draining the outbox of `pool` onto `chain`. Crate-private: only
-    /// `startup::Services::start` starts the worker.
-    pub(crate) fn start(pool: Pool, chain: EmbeddedChain) -> Self {
+    /// `Services::start` starts the worker.
+    pub(crate) fn start(pool: Pool, chain: AnchorChain) -> Self {
         let chain = Arc::new(chain);
         let wake = Arc::new(Notify::new());
         let (report, passes) = watch::channel(Passes::default());
@@ -161,7 +158,7 @@ impl AnchoringWorker {
     }
 
     /// The chain the worker anchors on (for proofs and blocks).
-    pub fn chain(&self) -> &EmbeddedChain {
+    pub fn chain(&self) -> &AnchorChain {
         &self.chain
     }
 
@@ -207,7 +204,7 @@ impl AnchoringWorker {
 /// [`IDLE`] or as soon as someone waits for the outbox to drain.
 async fn drain_forever(
     pool: Pool,
-    chain: Arc<EmbeddedChain>,
+    chain: Arc<AnchorChain>,
     wake: Arc<Notify>,
     report: watch::Sender<Passes>,
 ) {

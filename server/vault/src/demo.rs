@@ -4,14 +4,14 @@
 //! Everything goes through the vault, so it is encrypted, versioned and authorized like real
 //! traffic. Seeded, so every run builds the same people and values (ids and keys stay random).
 
-use crate::auth::Actor;
+use crate::auth::{Actor, Operator};
 use crate::domain::{
     AccessScope, CodeSystem, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent,
     RecordKind, Role, Sex,
 };
-use crate::error::ApiResult;
+use crate::error::VaultResult;
 use crate::exports::Exports;
-use crate::vault::{AuditedAction, NewStaffUser, Vault};
+use crate::{AuditedAction, NewStaffUser, Vault};
 use chrono::{Duration, NaiveDate, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use medvault_exporter::ExportCeiling;
@@ -272,11 +272,12 @@ const ALLERGIES: [(&str, &str); 3] = [
 
 /// Builds the data set, calling `progress` after each unit of work with (done, total).
 pub async fn seed(
+    operator: &Operator,
     vault: &Vault,
     exports: &Exports,
     size: DemoSize,
     progress: impl Fn(u64, u64),
-) -> ApiResult<DemoLogins> {
+) -> VaultResult<DemoLogins> {
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let total_units =
         (size.hospitals * (1 + size.doctors_per_hospital + 2 * size.patients_per_hospital)) as u64;
@@ -284,10 +285,10 @@ pub async fn seed(
     let mut admins = Vec::new();
     let mut doctors: Vec<Vec<Actor>> = Vec::new();
     for (h, name) in HOSPITALS.iter().cycle().take(size.hospitals).enumerate() {
-        let organization = vault.ensure_organization(name).await?;
-        let admin = vault
-            .create_staff_user(
-                organization.id,
+        let (organization, admin) = vault
+            .create_hospital_admin(
+                operator,
+                name,
                 NewStaffUser {
                     username: format!("admin{}", h + 1),
                     password: DEMO_PASSWORD.into(),
@@ -295,14 +296,14 @@ pub async fn seed(
                     display_name: format!("Administrator, {name}"),
                     specialty: None,
                 },
-                None,
             )
             .await?;
-        admins.push(Actor {
+        let admin = Actor {
             user_id: admin.id,
             role: Role::Admin,
             organization_id: organization.id,
-        });
+        };
+        admins.push(admin);
         done += 1;
         progress(done, total_units);
         let staff: Vec<NewStaffUser> = (0..size.doctors_per_hospital)
@@ -319,7 +320,7 @@ pub async fn seed(
             })
             .collect();
         let created: Vec<Actor> = stream::iter(staff)
-            .map(|user| vault.create_staff_user(organization.id, user, Some(admin.id)))
+            .map(|user| vault.create_staff_user(&admin, None, user))
             .buffered(4)
             .map_ok(|user| Actor {
                 user_id: user.id,
@@ -346,7 +347,7 @@ pub async fn seed(
                 let profile = vault
                     .create_patient(admin, &username, DEMO_PASSWORD, personal, medical)
                     .await?;
-                Ok::<_, crate::error::ApiError>(Actor {
+                Ok::<_, crate::error::VaultError>(Actor {
                     user_id: profile.patient_id,
                     role: Role::Patient,
                     organization_id: admin.organization_id,
@@ -373,7 +374,8 @@ pub async fn seed(
                 .await?;
             vault
                 .create_staff_user(
-                    institute.id,
+                    admin,
+                    Some(institute.id),
                     NewStaffUser {
                         username: "researcher1".into(),
                         password: DEMO_PASSWORD.into(),
@@ -381,7 +383,6 @@ pub async fn seed(
                         display_name: "Dr. Ada Northwind".into(),
                         specialty: None,
                     },
-                    Some(admin.user_id),
                 )
                 .await?;
             // Each hospital governs its own patients' exports, so each admin sets a ceiling.
@@ -447,21 +448,24 @@ pub async fn seed(
     })
 }
 
-async fn first_granted_doctor(vault: &Vault, patient: Option<Actor>) -> ApiResult<Option<String>> {
+async fn first_granted_doctor(
+    vault: &Vault,
+    patient: Option<Actor>,
+) -> VaultResult<Option<String>> {
     let Some(patient) = patient else {
         return Ok(None);
     };
     let grants = vault
         .grants_of_patient(
             &patient,
-            crate::vault::PageRequest {
+            crate::PageRequest {
                 after: None,
                 first: 1,
             },
         )
         .await?;
     match grants.items.iter().find_map(|grant| grant.grantee_id) {
-        Some(doctor) => Ok(Some(vault.user(doctor).await?.username)),
+        Some(doctor) => Ok(Some(vault.user(&patient, doctor).await?.username)),
         None => Ok(None),
     }
 }

@@ -1,7 +1,25 @@
-//! The encrypted, versioned record vault over PostgreSQL: the one place health data is written,
-//! read and authorized. GraphQL resolvers call these methods and nothing else touches the tables.
+//! The medvault vault: the one place health data is written, read and authorized.
+//!
+//! Users and roles ([`users`], [`sessions`], [`auth`]), the access policy every operation decides
+//! through ([`policy`]), grants and research consents ([`grants`]), patients' profiles and their
+//! encrypted, versioned records ([`patients`], [`records`]), the access log ([`access_log`]),
+//! anonymized exports ([`exports`], over [`research`] snapshots), anchoring on the hospitals'
+//! chain ([`anchoring`]), and the demo's data set ([`demo`]). Everything is stored in PostgreSQL
+//! ([`database`]), sealed with keys derived from one master key ([`crypto`], [`key_check`]).
+//!
+//! The crate knows nothing of HTTP, GraphQL or MQTT: every operation takes its caller (an
+//! [`Actor`](auth::Actor) or a [`Permit`]) and returns a [`VaultError`]; transports map it to
+//! their codes.
 
 mod access_log;
+pub mod anchoring;
+pub mod auth;
+pub mod crypto;
+pub mod database;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod exports;
 mod grants;
 mod key_check;
 mod login_throttle;
@@ -9,19 +27,23 @@ mod patients;
 mod policy;
 mod records;
 mod research;
+mod services;
 mod sessions;
 mod users;
 
 pub use access_log::AccessLogEntry;
+pub use error::{VaultError, VaultResult};
 pub use grants::Grant;
-pub use key_check::OpenVaultError;
+pub use key_check::{MasterKeySource, OpenVaultError};
 pub use login_throttle::LoginThrottle;
 pub use patients::{PatientSummary, ProfileVersion};
 pub use policy::{
-    may_without_grants, require_role, AuditedAction, HospitalCeiling, PatientListing, Permit,
+    may_without_grants, require_role, AuditedAction, ExportRecipient, HospitalCeiling,
+    PatientListing, Permit,
 };
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
+pub use services::{ChainTarget, Services, StartError, VaultConfig};
 pub use sessions::Session;
 pub use users::{NewStaffUser, Organization, UserInfo};
 

@@ -9,8 +9,8 @@
 //! the last (up to a ceiling); while a counter is locked no attempt is checked at all, so a
 //! correct password does not get through a lock either.
 
-use super::Vault;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{VaultError, VaultResult};
+use crate::Vault;
 use chrono::{DateTime, Utc};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -150,7 +150,7 @@ impl Vault {
         &self,
         username: &str,
         address: Option<IpAddr>,
-    ) -> ApiResult<ChargedAttempt> {
+    ) -> VaultResult<ChargedAttempt> {
         let attempt = ChargedAttempt {
             account: username.to_owned(),
             address: address.map(|address| address.to_string()),
@@ -163,7 +163,7 @@ impl Vault {
             let charged = self
                 .throttle
                 .after_failure(scope, counter, now)
-                .map_err(|wait| ApiError::TooManyRequests {
+                .map_err(|wait| VaultError::TooManyAttempts {
                     what: match scope {
                         Scope::Account => "failed logins for this account",
                         Scope::Address => "failed logins from this address",
@@ -178,7 +178,7 @@ impl Vault {
 
     /// A correct password: the account starts again from zero and the address's counter
     /// takes this attempt back.
-    pub(crate) async fn settle_successful_login(&self, attempt: ChargedAttempt) -> ApiResult<()> {
+    pub(crate) async fn settle_successful_login(&self, attempt: ChargedAttempt) -> VaultResult<()> {
         let mut client = self.pool.get().await?;
         let transaction = client.transaction().await?;
         for (scope, subject) in attempt.counters() {

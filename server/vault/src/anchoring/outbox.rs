@@ -1,0 +1,98 @@
+//! The anchor outbox: chain entries waiting to be anchored, in PostgreSQL.
+//!
+//! A row is added by the statement (or transaction) that makes its fact true, so that a fact is
+//! never stored without its anchor being queued: a record version's leaf in the statement that
+//! writes the version, an export's manifest hash in the transaction that marks the job done.
+//! Each row holds its [`Entry`] in the chain's one canonical encoding
+//! ([`Entry::canonical_bytes`]), so every kind of entry the chain knows goes through the same
+//! column; [`encode`] is the only way one is written and [`pending`] the only way one is read.
+
+use super::AnchoringError;
+use deadpool_postgres::GenericClient;
+use medvault_anchor_chain::types::{Entry, Hash32};
+
+/// The outbox column value for `entry`.
+pub(crate) fn encode(entry: &Entry) -> Vec<u8> {
+    entry.canonical_bytes()
+}
+
+/// The outbox column value for a record version's leaf.
+pub(crate) fn record_version(leaf: &[u8; 32]) -> Vec<u8> {
+    encode(&Entry::RecordAnchor {
+        leaf: Hash32(*leaf),
+    })
+}
+
+/// Queues one entry on its own (inside the caller's transaction, if it is one); returns its
+/// outbox id.
+pub(crate) async fn queue(
+    client: &impl GenericClient,
+    entry: &Entry,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "INSERT INTO anchor_outbox (entry) VALUES ($1) RETURNING id",
+            &[&encode(entry)],
+        )
+        .await?
+        .get(0))
+}
+
+/// Up to `limit` entries not anchored yet, oldest first, with their outbox ids.
+pub(super) async fn pending(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<(i64, Entry)>, AnchoringError> {
+    let rows = client
+        .query(
+            &client
+                .prepare_cached(
+                    "SELECT id, entry FROM anchor_outbox WHERE anchored_height IS NULL
+                     ORDER BY id LIMIT $1",
+                )
+                .await?,
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let entry = Entry::from_canonical_bytes(row.get(1))
+                .map_err(|_| AnchoringError::MalformedEntry(id))?;
+            Ok((id, entry))
+        })
+        .collect()
+}
+
+/// Records the height each of `ids` was anchored at.
+pub(super) async fn mark_anchored(
+    client: &impl GenericClient,
+    ids: &[i64],
+    heights: &[i64],
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &client
+                .prepare_cached(
+                    "UPDATE anchor_outbox o SET anchored_height = a.height
+                     FROM unnest($1::bigint[], $2::bigint[]) AS a(id, height) WHERE o.id = a.id",
+                )
+                .await?,
+            &[&ids, &heights],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The highest chain height anything of this database was anchored at (0 before the first).
+pub(crate) async fn latest_anchored_height(
+    client: &impl GenericClient,
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(max(anchored_height), 0) FROM anchor_outbox",
+            &[],
+        )
+        .await?
+        .get(0))
+}

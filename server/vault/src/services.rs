@@ -1,0 +1,144 @@
+//! Everything a medvault process runs besides its transports, started in one place: the vault
+//! over its pool, the export job machinery, and the anchoring worker on its chain.
+
+use crate::anchoring::{AnchorChain, AnchoringWorker};
+use crate::database::{self, DatabaseError};
+use crate::exports::Exports;
+use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
+use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
+use std::path::PathBuf;
+
+/// Where the anchoring worker puts the outbox's entries.
+#[derive(Clone, Debug)]
+pub enum ChainTarget {
+    /// No chain: entries wait in the outbox for a process that has one.
+    None,
+    /// A single-validator chain in this process, kept in this directory.
+    Embedded(PathBuf),
+    /// The members' validator cluster, through the node at this address (`host:port` or URL).
+    Cluster(String),
+}
+
+/// What the vault's side of a process is built from.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// The PostgreSQL connection string. Never printed.
+    pub database_url: String,
+    /// Most database connections.
+    pub pool_size: usize,
+    /// Where the master key comes from.
+    pub master_key: MasterKeySource,
+    /// How long a login session lasts.
+    pub session_ttl: chrono::Duration,
+    /// How failed logins are slowed down.
+    pub login_throttle: LoginThrottle,
+    /// Where export jobs write their files, one directory per job. Servers sharing a database
+    /// must share this directory (a network volume) for downloads to reach any of them.
+    pub export_dir: PathBuf,
+    /// The exporting organization named in export manifests.
+    pub operator_name: String,
+    /// Where anchors go.
+    pub chain: ChainTarget,
+}
+
+impl VaultConfig {
+    /// The defaults for a vault over `database_url` with the master key from `master_key`.
+    pub fn new(database_url: String, master_key: MasterKeySource) -> Self {
+        VaultConfig {
+            database_url,
+            pool_size: 32,
+            master_key,
+            session_ttl: chrono::Duration::hours(12),
+            login_throttle: LoginThrottle::default(),
+            export_dir: PathBuf::from(".medvault/exports"),
+            operator_name: "medvault".to_owned(),
+            chain: ChainTarget::None,
+        }
+    }
+}
+
+/// The services could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The connection string is invalid or the pool could not be built.
+    #[error("opening the database")]
+    Database(#[source] DatabaseError),
+    /// The schema could not be migrated.
+    #[error("migrating the database")]
+    Migrate(#[source] DatabaseError),
+    /// The master key is missing, unreadable or not the database's.
+    #[error(transparent)]
+    Vault(#[from] OpenVaultError),
+    /// The embedded anchor chain did not start.
+    #[error("starting the embedded anchor chain")]
+    Chain(#[from] EmbeddedError),
+}
+
+/// The vault, the export jobs and the anchoring worker of one process. [`Services::start`] is
+/// the one place they are started, for a served application and for commands that serve
+/// nothing (`medvault export`, `admin`).
+pub struct Services {
+    vault: Vault,
+    exports: Exports,
+    anchoring: Option<AnchoringWorker>,
+}
+
+impl Services {
+    /// Connects and migrates the database, opens the vault (checking the master key against
+    /// the database), opens the chain and starts the anchoring worker on it.
+    pub async fn start(config: &VaultConfig) -> Result<Self, StartError> {
+        let pool = database::connect_pool(&config.database_url, config.pool_size)
+            .map_err(StartError::Database)?;
+        database::migrate(&pool)
+            .await
+            .map_err(StartError::Migrate)?;
+        let vault = Vault::open(pool, &config.master_key, config.session_ttl)
+            .await?
+            .with_login_throttle(config.login_throttle);
+        let anchoring = match &config.chain {
+            ChainTarget::None => None,
+            ChainTarget::Embedded(dir) => Some(AnchoringWorker::start(
+                vault.pool().clone(),
+                AnchorChain::Embedded(EmbeddedChain::open(dir).await?),
+            )),
+            ChainTarget::Cluster(node) => Some(AnchoringWorker::start(
+                vault.pool().clone(),
+                AnchorChain::Cluster(ChainClient::new(node)),
+            )),
+        };
+        let exports = Exports::new(
+            vault.clone(),
+            config.export_dir.clone(),
+            config.operator_name.clone(),
+        );
+        Ok(Services {
+            vault,
+            exports,
+            anchoring,
+        })
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// The export job machinery.
+    pub fn exports(&self) -> &Exports {
+        &self.exports
+    }
+
+    /// The anchoring worker, if the configuration names a chain.
+    pub fn anchoring(&self) -> Option<&AnchoringWorker> {
+        self.anchoring.as_ref()
+    }
+
+    /// Stops the anchoring worker and shuts its chain down.
+    pub async fn stop(self) {
+        if let Some(anchoring) = self.anchoring {
+            anchoring.stop().await;
+        }
+    }
+}
