@@ -30,7 +30,6 @@ fn persons() -> Vec<Person> {
             patient_id[..8].copy_from_slice(&(i as u64).to_be_bytes());
             Person {
                 patient_id,
-                full_name: format!("Bench Person {i}"),
                 date_of_birth: NaiveDate::from_ymd_opt(
                     rng.gen_range(1940..2005),
                     rng.gen_range(1..=12),
@@ -39,9 +38,6 @@ fn persons() -> Vec<Person> {
                 .unwrap_or_default(),
                 sex: ["female", "male"][rng.gen_range(0..2)].into(),
                 postal_code: Some(format!("{:05}", rng.gen_range(10..40) * 1000)),
-                address: None,
-                phone: None,
-                email: None,
             }
         })
         .collect()

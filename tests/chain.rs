@@ -562,13 +562,9 @@ fn export_made_at(out: &Path, chain_height: u64) {
     let persons: Vec<Person> = (0..40u8)
         .map(|i| Person {
             patient_id: [i; 16],
-            full_name: format!("Person {i}"),
             date_of_birth: NaiveDate::from_ymd_opt(1950 + i32::from(i % 4) * 20, 6, 1).unwrap(),
             sex: "female".into(),
             postal_code: Some("02139".into()),
-            address: None,
-            phone: None,
-            email: None,
         })
         .collect();
     let policy = ExportPolicy {

@@ -447,13 +447,9 @@ mod tests {
     fn person(id: u8, born: (i32, u32, u32), zip: &str) -> Person {
         Person {
             patient_id: [id; 16],
-            full_name: format!("Person {id}"),
             date_of_birth: NaiveDate::from_ymd_opt(born.0, born.1, born.2).unwrap(),
             sex: "female".into(),
             postal_code: Some(zip.into()),
-            address: None,
-            phone: None,
-            email: None,
         }
     }
 

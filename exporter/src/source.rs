@@ -8,20 +8,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub struct Person {
     /// The vault's patient id; never exported, only pseudonymized.
     pub patient_id: [u8; 16],
-    /// Name: a direct identifier, always removed.
-    pub full_name: String,
     /// Birth date: a quasi-identifier, generalized.
     pub date_of_birth: NaiveDate,
     /// Sex as recorded (`female`, `male`, `other`, `unknown`).
     pub sex: String,
     /// Postal code: a quasi-identifier, generalized to 3 digits or removed.
     pub postal_code: Option<String>,
-    /// Street address: a direct identifier, always removed.
-    pub address: Option<String>,
-    /// Phone: a direct identifier, always removed.
-    pub phone: Option<String>,
-    /// Email: a direct identifier, always removed.
-    pub email: Option<String>,
 }
 
 /// Which table a clinical event belongs to.

@@ -184,7 +184,6 @@ fn person_row(patient: Uuid, profile: PatientProfile) -> Person {
     let personal = profile.personal;
     Person {
         patient_id: *patient.as_bytes(),
-        full_name: personal.full_name,
         date_of_birth: personal.date_of_birth,
         sex: match personal.sex {
             Sex::Female => "female",
@@ -194,9 +193,6 @@ fn person_row(patient: Uuid, profile: PatientProfile) -> Person {
         }
         .to_owned(),
         postal_code: personal.postal_code,
-        address: personal.address,
-        phone: personal.phone,
-        email: personal.email,
     }
 }
 
