@@ -78,9 +78,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MEDVAULT_LOG_JSON")]
     log_json: bool,
     /// Anchor record versions and export manifests on an embedded single-validator chain kept
-    /// in this directory; without it, anchors wait in the outbox.
+    /// in this directory; without it or --chain-node, anchors wait in the outbox.
     #[arg(long, env = "MEDVAULT_CHAIN_DIR")]
     chain_dir: Option<PathBuf>,
+    /// Anchor on the members' validator cluster through this validator (`host:port` or URL)
+    /// instead of an embedded chain.
+    #[arg(long, env = "MEDVAULT_CHAIN_NODE", conflicts_with = "chain_dir")]
+    chain_node: Option<String>,
     /// Where export jobs write their files.
     #[arg(long, env = "MEDVAULT_EXPORT_DIR", default_value = ".medvault/exports")]
     export_dir: PathBuf,
@@ -252,9 +256,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
         }
         let database = open_database(args.storage.database_url.clone()).await?;
-        let chain = match &args.chain_dir {
-            Some(dir) => ChainTarget::Embedded(dir.clone()),
-            None => ChainTarget::None,
+        let chain = match (&args.chain_dir, &args.chain_node) {
+            (Some(dir), _) => ChainTarget::Embedded(dir.clone()),
+            (None, Some(node)) => ChainTarget::Cluster(node.clone()),
+            (None, None) => ChainTarget::None,
         };
         let vault = VaultConfig {
             pool_size: args.pool_size,

@@ -22,6 +22,8 @@ use medvault_exporter::policy::{
     BirthGeneralization, DateGeneralization, PseudonymScope, ZipGeneralization,
 };
 use medvault_exporter::{export, Dataset, ExportContext, ExportPolicy, Person};
+use medvault_server::postgres_cluster::ScratchServer;
+use medvault_vault::{ChainTarget, MasterKeySource, Services, VaultConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -777,4 +779,68 @@ async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
         !audit.status.success() && stderr.contains("export does not verify"),
         "a changed byte passed: {stderr}"
     );
+}
+
+/// A server's anchoring worker on the members' cluster (`serve --chain-node`): what the outbox
+/// holds is anchored through the leader's API, the height is recorded, and the cluster proves
+/// the entry's inclusion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_anchoring_worker_anchors_on_the_validator_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::new(dir.path());
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let leader = cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
+    let database_url = ScratchServer::get()
+        .expect("a PostgreSQL server for tests")
+        .create_database()
+        .await
+        .expect("a test database");
+    let config = VaultConfig {
+        chain: ChainTarget::Cluster(cluster.addresses[&leader].clone()),
+        ..VaultConfig::new(database_url.clone(), MasterKeySource::Hex("24".repeat(32)))
+    };
+    let services = Services::start(&config)
+        .await
+        .expect("the vault's services");
+    let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .expect("a raw connection");
+    tokio::spawn(connection);
+    let entry = anchor(ENTRIES + 1);
+    client
+        .execute(
+            "INSERT INTO anchor_outbox (entry) VALUES ($1)",
+            &[&entry.canonical_bytes()],
+        )
+        .await
+        .expect("queue an entry");
+
+    let anchoring = services.anchoring().expect("an anchoring worker");
+    anchoring
+        .wait_until_anchored()
+        .await
+        .expect("the outbox drains onto the cluster");
+    let height: i64 = client
+        .query_one(
+            "SELECT anchored_height FROM anchor_outbox WHERE entry = $1",
+            &[&entry.canonical_bytes()],
+        )
+        .await
+        .expect("the outbox row")
+        .get(0);
+    let proof = cluster
+        .client(leader)
+        .proof(&entry.hash())
+        .await
+        .expect("the leader answers")
+        .expect("an inclusion proof for the queued entry");
+    assert_eq!(proof.entry, entry);
+    assert_eq!(proof.header.height as i64, height);
+    assert_eq!(
+        anchoring.chain().head_height().await.expect("the head"),
+        cluster.client(leader).head().await.expect("head").height
+    );
+    services.stop().await;
 }
