@@ -323,9 +323,30 @@ fn earliest_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN)
 }
 
+/// Refuses `text` longer than `max` characters, with `message`.
+fn at_most(text: Option<&str>, max: usize, message: &'static str) -> Result<(), InvalidInput> {
+    match text {
+        Some(text) if text.chars().count() > max => Err(InvalidInput(message)),
+        _ => Ok(()),
+    }
+}
+
 impl RecordContent {
-    /// Checks what the GraphQL validators cannot: the code against its system and the time.
+    /// Checks every bound of a record: the lengths, the code against its system, and the time.
+    /// The vault checks them itself, so that every transport gets the same answers.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), InvalidInput> {
+        at_most(Some(&self.code), 32, "code is at most 32 characters")?;
+        at_most(
+            self.value.as_deref(),
+            4096,
+            "value is at most 4096 characters",
+        )?;
+        at_most(self.unit.as_deref(), 32, "unit is at most 32 characters")?;
+        at_most(
+            self.note.as_deref(),
+            8192,
+            "note is at most 8192 characters",
+        )?;
         if !self.code_system.accepts(&self.code) {
             return Err(InvalidInput("code is not a valid code of its code system"));
         }
@@ -340,8 +361,36 @@ impl RecordContent {
 }
 
 impl PersonalDetails {
-    /// Checks the birth date is plausible.
+    /// Checks the lengths and that the birth date is plausible.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<(), InvalidInput> {
+        at_most(
+            Some(&self.full_name),
+            200,
+            "fullName is at most 200 characters",
+        )?;
+        at_most(
+            self.address.as_deref(),
+            500,
+            "address is at most 500 characters",
+        )?;
+        at_most(
+            self.postal_code.as_deref(),
+            16,
+            "postalCode is at most 16 characters",
+        )?;
+        at_most(self.phone.as_deref(), 32, "phone is at most 32 characters")?;
+        at_most(
+            self.email.as_deref(),
+            254,
+            "email is at most 254 characters",
+        )?;
+        if self
+            .email
+            .as_deref()
+            .is_some_and(|email| !email.contains('@'))
+        {
+            return Err(InvalidInput("email is not an email address"));
+        }
         if self.date_of_birth < earliest_date() || self.date_of_birth > now.date_naive() {
             return Err(InvalidInput(
                 "dateOfBirth must be between 1900-01-01 and today",
@@ -360,9 +409,29 @@ impl PersonalDetails {
 }
 
 impl MedicalDetails {
-    /// Checks the blood type is one of the eight ABO/Rh groups.
+    /// Checks the blood type is one of the eight ABO/Rh groups, and the measures and lists are
+    /// within their bounds.
     pub fn validate(&self) -> Result<(), InvalidInput> {
         const BLOOD_TYPES: [&str; 8] = ["A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-"];
+        if self
+            .height_cm
+            .is_some_and(|cm| !(20.0..=280.0).contains(&cm))
+        {
+            return Err(InvalidInput("heightCm must be between 20 and 280"));
+        }
+        if self
+            .weight_kg
+            .is_some_and(|kg| !(0.2..=700.0).contains(&kg))
+        {
+            return Err(InvalidInput("weightKg must be between 0.2 and 700"));
+        }
+        for list in [&self.allergies, &self.chronic_conditions] {
+            if list.len() > 50 || list.iter().any(|item| item.chars().count() > 200) {
+                return Err(InvalidInput(
+                    "allergies and chronicConditions hold at most 50 items of 200 characters",
+                ));
+            }
+        }
         match &self.blood_type {
             Some(blood_type) if !BLOOD_TYPES.contains(&blood_type.as_str()) => Err(InvalidInput(
                 "bloodType must be one of A+, A-, B+, B-, AB+, AB-, O+, O-",
@@ -406,6 +475,61 @@ mod tests {
         for code in ["e11", "E1", "E11.", "E11.12345", "11E", "E11-9"] {
             assert!(!CodeSystem::Icd10.accepts(code), "{code}");
         }
+    }
+
+    #[test]
+    fn the_vault_checks_every_bound_itself() {
+        let now = Utc::now();
+        let record = RecordContent {
+            kind: RecordKind::LabResult,
+            code_system: CodeSystem::Loinc,
+            code: "2345-7".into(),
+            value: Some("95".into()),
+            unit: Some("mg/dL".into()),
+            effective_at: now,
+            note: None,
+        };
+        assert!(record.validate(now).is_ok());
+        let long_note = RecordContent {
+            note: Some("x".repeat(8193)),
+            ..record.clone()
+        };
+        assert!(long_note.validate(now).is_err());
+        let long_code = RecordContent {
+            code: "1".repeat(33),
+            ..record
+        };
+        assert!(long_code.validate(now).is_err());
+        let personal = PersonalDetails {
+            full_name: "Ada Example".into(),
+            date_of_birth: NaiveDate::from_ymd_opt(1984, 3, 9).unwrap(),
+            sex: Sex::Female,
+            address: None,
+            postal_code: None,
+            phone: None,
+            email: Some("ada@example.org".into()),
+        };
+        assert!(personal.validate(now).is_ok());
+        let no_at = PersonalDetails {
+            email: Some("ada.example.org".into()),
+            ..personal.clone()
+        };
+        assert!(no_at.validate(now).is_err());
+        let long_phone = PersonalDetails {
+            phone: Some("1".repeat(33)),
+            ..personal
+        };
+        assert!(long_phone.validate(now).is_err());
+        let heavy = MedicalDetails {
+            weight_kg: Some(701.0),
+            ..MedicalDetails::default()
+        };
+        assert!(heavy.validate().is_err());
+        let many = MedicalDetails {
+            allergies: vec!["dust".into(); 51],
+            ..MedicalDetails::default()
+        };
+        assert!(many.validate().is_err());
     }
 
     #[test]
