@@ -131,6 +131,11 @@ impl ExportRecipient {
     pub fn actor(&self) -> &Actor {
         &self.0
     }
+
+    /// Whether something of `organization` (an export job) is the recipient's to see.
+    pub fn owns(&self, organization: Uuid) -> bool {
+        self.0.organization_id == organization
+    }
 }
 
 /// The patients an export may include, and the root committing to the consents that let it.
@@ -561,6 +566,29 @@ pub(crate) fn may_create_staff_in(admin: &Actor, organization: &Organization) ->
         Ok(())
     } else {
         Err(VaultError::Forbidden)
+    }
+}
+
+/// Whose ceiling for `role` `actor` may read: an admin their own hospital's (`hospital` omitted
+/// or their own), any recipient role's; a recipient their own role's, naming the hospital.
+/// Everything else is FORBIDDEN.
+pub(crate) fn ceiling_hospital(
+    actor: &Actor,
+    role: Role,
+    hospital: Option<Uuid>,
+) -> VaultResult<Uuid> {
+    match (actor.role, hospital) {
+        (Role::Admin, None) => Ok(actor.organization_id),
+        (Role::Admin, Some(hospital)) if hospital == actor.organization_id => Ok(hospital),
+        (own, Some(hospital)) if own == role && role.recipient_kind().is_some() => Ok(hospital),
+        (own, None) if own == role && role.recipient_kind().is_some() => {
+            Err(VaultError::InvalidInput(
+                "each hospital sets its own ceiling: name one with hospitalId, or list them all \
+                 with exportCeilings"
+                    .into(),
+            ))
+        }
+        _ => Err(VaultError::Forbidden),
     }
 }
 

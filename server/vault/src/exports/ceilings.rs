@@ -5,7 +5,7 @@ use super::{bad_input, CorruptJob, Exports};
 use crate::auth::Actor;
 use crate::domain::Role;
 use crate::error::{VaultError, VaultResult};
-use crate::ExportRecipient;
+use crate::policy::{self, ExportRecipient};
 use chrono::{DateTime, Utc};
 use medvault_exporter::ExportCeiling;
 use uuid::Uuid;
@@ -76,28 +76,15 @@ impl Exports {
         })
     }
 
-    /// One hospital's ceiling for `role`, if it set one. An admin asks for their own hospital's
-    /// (`hospital` omitted or their own), any recipient role's; a recipient for their own role's,
-    /// naming the hospital. Everything else is FORBIDDEN.
+    /// One hospital's ceiling for `role`, if it set one, as [`policy::ceiling_hospital`] lets
+    /// `actor` read it.
     pub async fn ceiling(
         &self,
         actor: &Actor,
         role: Role,
         hospital: Option<Uuid>,
     ) -> VaultResult<Option<StoredCeiling>> {
-        let hospital = match (actor.role, hospital) {
-            (Role::Admin, None) => actor.organization_id,
-            (Role::Admin, Some(hospital)) if hospital == actor.organization_id => hospital,
-            (own, Some(hospital)) if own == role && role.recipient_kind().is_some() => hospital,
-            (own, None) if own == role && role.recipient_kind().is_some() => {
-                return Err(VaultError::InvalidInput(
-                    "each hospital sets its own ceiling: name one with hospitalId, or list them \
-                     all with exportCeilings"
-                        .into(),
-                ))
-            }
-            _ => return Err(VaultError::Forbidden),
-        };
+        let hospital = policy::ceiling_hospital(actor, role, hospital)?;
         Ok(self
             .hospital_rules(role, Some(hospital))
             .await?

@@ -170,7 +170,7 @@ impl Exports {
         let not_found = VaultError::NotFound("export job");
         let recipient = ExportRecipient::admit(actor).map_err(|_| not_found)?;
         let job = self.load_job(id).await?;
-        if job.organization_id != recipient.actor().organization_id {
+        if !recipient.owns(job.organization_id) {
             return Err(VaultError::NotFound("export job"));
         }
         Ok(job)
