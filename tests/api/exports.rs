@@ -763,6 +763,19 @@ async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
     let doctor = export(5, "dr-a", "doctor");
     assert!(!doctor.status.success());
     assert!(!work.path().join("doctor").exists());
+
+    // A failure inside the vault prints its cause, not only "internal error".
+    std::fs::write(work.path().join("a-file"), b"").expect("a file");
+    let unwritable = export(5, "researcher-r", "a-file/below/out");
+    let stderr = String::from_utf8_lossy(&unwritable.stderr);
+    assert!(!unwritable.status.success());
+    assert!(
+        stderr.contains("export failed: internal error: ") && stderr.contains("Not a directory"),
+        "{stderr}"
+    );
+    let unknown = export(5, "nobody", "nobody");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(stderr.contains("--requester: user not found"), "{stderr}");
 }
 
 #[tokio::test]
