@@ -275,7 +275,7 @@ impl Vault {
         let organization = match organization {
             Some(id) if id != admin.organization_id => {
                 let target = self.organization_by_id(id).await?;
-                policy::may_create_staff_in(admin, &target)?;
+                policy::may_create_staff_in(admin, target.id, target.kind)?;
                 target.id
             }
             _ => admin.organization_id,
