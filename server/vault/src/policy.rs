@@ -17,7 +17,6 @@ use crate::auth::Actor;
 use crate::crypto::SymmetricKey;
 use crate::domain::{AccessScope, OrganizationKind, Role};
 use crate::error::{VaultError, VaultResult};
-use crate::Organization;
 use crate::Vault;
 use medvault_exporter::{ExportCeiling, ExportError, ExportPolicy};
 use serde::{Deserialize, Serialize};
@@ -558,11 +557,16 @@ impl Vault {
     }
 }
 
-/// Whether `admin` may create staff accounts in `organization`: their own hospital, or a
-/// recipient organization (admins manage recipients; no admin reaches into another hospital).
-pub(crate) fn may_create_staff_in(admin: &Actor, organization: &Organization) -> VaultResult<()> {
+/// Whether `admin` may create staff accounts in the organization `id` of `kind`: their own
+/// hospital, or a recipient organization (admins manage recipients; no admin reaches into
+/// another hospital).
+pub(crate) fn may_create_staff_in(
+    admin: &Actor,
+    id: Uuid,
+    kind: OrganizationKind,
+) -> VaultResult<()> {
     require_role(admin, Role::Admin)?;
-    if organization.id == admin.organization_id || organization.kind != OrganizationKind::Hospital {
+    if id == admin.organization_id || kind != OrganizationKind::Hospital {
         Ok(())
     } else {
         Err(VaultError::Forbidden)
