@@ -1,5 +1,6 @@
 //! The GraphQL schema: built by one function, exported as SDL to `schema.graphql`, and mounted by
-//! the HTTP application. Only this module and `startup` know GraphQL exists.
+//! the HTTP application. Only this module, `startup` and `error` (the mapping of vault errors)
+//! know GraphQL exists.
 
 pub mod bounds;
 mod exports;
