@@ -77,7 +77,7 @@ impl Vault {
     }
 
     /// The master key, for the keys an export is signed and pseudonymized with.
-    pub fn master_key(&self) -> &MasterKey {
+    pub(crate) fn master_key(&self) -> &MasterKey {
         &self.master
     }
 

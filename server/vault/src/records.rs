@@ -382,7 +382,7 @@ impl Vault {
     /// The patient a record belongs to, so the caller can ask for a permit. An unknown id is
     /// FORBIDDEN, as another patient's record is, so that the answer does not tell which ids
     /// exist.
-    pub async fn record_patient(&self, record: Uuid) -> VaultResult<Uuid> {
+    async fn record_patient(&self, record: Uuid) -> VaultResult<Uuid> {
         let client = self.pool.get().await?;
         client
             .query_opt(
