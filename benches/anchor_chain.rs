@@ -7,11 +7,12 @@
 
 use medvault_anchor_chain::api;
 use medvault_anchor_chain::block::ValidatorKey;
+use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::entry::{ApprovalPolicy, Entry, GenesisSpec, Member};
 use medvault_anchor_chain::merkle;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
 use medvault_anchor_chain::state::EntryOutcome;
-use medvault_anchor_chain::types::{ApprovalPolicy, Entry, GenesisSpec, Hash32, Member};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

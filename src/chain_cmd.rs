@@ -7,14 +7,14 @@ use medvault_anchor_chain::audit::{
     audit_sources, audited_inclusion, audited_manifest_anchor, ChainSources,
 };
 use medvault_anchor_chain::block::{Block, ValidatorKey};
+use medvault_anchor_chain::bytes::{Hash32, PublicKeyBytes};
 use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::entry::{
+    Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Member,
+};
 use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
-use medvault_anchor_chain::types::{
-    Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member,
-    PublicKeyBytes,
-};
 use medvault_anchor_chain::verify::AuditSummary;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

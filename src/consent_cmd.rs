@@ -5,9 +5,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use medvault_circuits::ceremony::TRANSCRIPT_HASH_FILE;
 use medvault_circuits::circuit::consent_circuit_size;
-use medvault_circuits::encoding::{
-    field_from_hex, ProofDocument, VerdictDocument, WitnessDocument,
-};
+use medvault_circuits::encoding::{ProofDocument, VerdictDocument, WitnessDocument};
+use medvault_circuits::field::field_from_hex;
 use medvault_circuits::setup::{PROVING_KEY_FILE, VERIFYING_KEY_FILE};
 use medvault_circuits::{
     grantee_commitment, random_field_element, Ceremony, ConsentProvingKey, ConsentTree,

@@ -8,15 +8,16 @@
 use chrono::{NaiveDate, TimeZone, Utc};
 use ed25519_dalek::SigningKey;
 use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
+use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::chain_file;
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::EmbeddedChain;
+use medvault_anchor_chain::entry::{
+    ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Member, MemberId,
+};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::state::EntryOutcome;
 use medvault_anchor_chain::storage::CHAIN_FILE;
-use medvault_anchor_chain::types::{
-    ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Hash32, Member, MemberId,
-};
 use medvault_anchor_chain::verify::{audit_chain, check_conflict, AuditError};
 use medvault_exporter::policy::{
     BirthGeneralization, DateGeneralization, PseudonymScope, ZipGeneralization,

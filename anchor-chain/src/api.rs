@@ -2,10 +2,11 @@
 //! followers hand their block signatures to the leader, and the bincode Raft RPCs between
 //! validators. Errors are JSON `{"error": code, "detail": text}` with a fitting status.
 
-use crate::consensus::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
+use crate::bytes::Hash32;
+use crate::entry::Entry;
 use crate::node::{SubmitError, Validator, MAX_BLOCK_ENTRIES};
+use crate::paths::{APPEND_PATH, SIGNATURES_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::state::{EntryOutcome, HeightSignature};
-use crate::types::{Entry, Hash32};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -16,8 +17,6 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Where followers post their block signatures to the leader.
-pub const SIGNATURES_PATH: &str = "/v1/internal/signatures";
 /// Marks a submission already forwarded once, so it is never forwarded in a loop.
 const FORWARDED_HEADER: &str = "x-medvault-forwarded";
 /// Largest request body: a Raft append carries up to 64 proposals of up to 4,096 entries.

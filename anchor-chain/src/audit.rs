@@ -4,10 +4,11 @@
 //! parses flags into [`ChainSources`] and prints.
 
 use crate::block::{Block, SignedBlock};
+use crate::bytes::Hash32;
 use crate::client::{ChainClient, ClientError};
+use crate::entry::{Entry, GenesisSpec};
 use crate::state::ChainState;
 use crate::storage::{ChainStore, OpenError, CHAIN_FILE, LOG_FILE};
-use crate::types::{Entry, GenesisSpec, Hash32};
 use crate::verify::{
     audit_chain, check_conflict, verify_entry, AuditError, AuditReport, EntryProof,
 };

@@ -1,8 +1,10 @@
 //! Blocks: a header that commits to its entries through a Merkle root and to its predecessor
 //! through its hash, and the validators' Ed25519 signatures over the header hash.
 
+use crate::bytes::{Hash32, PublicKeyBytes, SignatureBytes};
+use crate::codec::Encoder;
+use crate::entry::{Entry, GenesisSpec, MemberId};
 use crate::merkle;
-use crate::types::{Encoder, Entry, GenesisSpec, Hash32, MemberId, PublicKeyBytes, SignatureBytes};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -60,7 +62,7 @@ pub struct Block {
     /// The header.
     pub header: BlockHeader,
     /// The entries, in Merkle-leaf order.
-    #[serde(with = "crate::types::entry_list_serde")]
+    #[serde(with = "crate::codec::entry_list_serde")]
     pub entries: Vec<Entry>,
 }
 
@@ -225,6 +227,20 @@ impl ValidatorKey {
         file.write_all(hex::encode(self.signing.to_bytes()).as_bytes())
             .map_err(io_error)?;
         file.sync_all().map_err(io_error)
+    }
+}
+
+// Beside the key it takes rather than in `entry`, which stays below `block`.
+#[cfg(test)]
+impl crate::entry::Member {
+    /// Member `id` with `key`, named `h<id>` at `127.0.0.1:<id>`: the fixture unit tests share.
+    pub(crate) fn for_tests(id: MemberId, key: &ValidatorKey) -> Self {
+        Self {
+            id,
+            name: format!("h{id}"),
+            public_key: key.public_key(),
+            address: format!("127.0.0.1:{id}"),
+        }
     }
 }
 

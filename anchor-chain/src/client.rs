@@ -5,9 +5,10 @@ use crate::api::{
     ApiError, HeadResponse, StatusResponse, SubmitRequest, SubmitResponse, MAX_BLOCKS_PER_PAGE,
 };
 use crate::block::SignedBlock;
+use crate::bytes::Hash32;
+use crate::entry::Entry;
 use crate::governance::MemberSet;
 use crate::state::EntryOutcome;
-use crate::types::{Entry, Hash32};
 use crate::verify::EntryProof;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;

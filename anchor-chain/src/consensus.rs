@@ -6,6 +6,7 @@
 // The error types here are openraft's, fixed by the traits this module implements.
 #![allow(clippy::result_large_err)]
 
+use crate::paths::{APPEND_PATH, SNAPSHOT_PATH, VOTE_PATH};
 use crate::state::{Proposal, ProposalOutcome};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -35,13 +36,6 @@ openraft::declare_raft_types!(
 
 /// A running Raft node of the chain.
 pub type ChainRaft = openraft::Raft<TypeConfig>;
-
-/// Path of the append-entries RPC on a validator.
-pub const APPEND_PATH: &str = "/raft/append";
-/// Path of the vote RPC.
-pub const VOTE_PATH: &str = "/raft/vote";
-/// Path of the snapshot-chunk RPC.
-pub const SNAPSHOT_PATH: &str = "/raft/snapshot";
 
 /// Raft timing for validators on one site or a LAN: heartbeats every 150 ms, elections after
 /// 0.8–1.6 s of silence (long enough not to fire while a busy 2-core machine fsyncs), snapshots
@@ -156,48 +150,5 @@ impl RaftNetwork<TypeConfig> for HttpPeer {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call(VOTE_PATH, &rpc, option.hard_ttl()).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::{ChainStore, LogStore};
-    use crate::types::{ApprovalPolicy, GenesisSpec, Member, PublicKeyBytes};
-    use openraft::testing::{StoreBuilder, Suite};
-    use openraft::StorageError;
-
-    struct TempStores;
-
-    impl StoreBuilder<TypeConfig, LogStore, ChainStore, tempfile::TempDir> for TempStores {
-        async fn build(
-            &self,
-        ) -> Result<(tempfile::TempDir, LogStore, ChainStore), StorageError<u64>> {
-            let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
-            let spec = GenesisSpec {
-                chain_name: "suite".into(),
-                timestamp_ms: 0,
-                approval_policy: ApprovalPolicy::Majority,
-                founders: vec![Member {
-                    id: 1,
-                    name: "one".into(),
-                    public_key: PublicKeyBytes([1; 32]),
-                    address: "127.0.0.1:1".into(),
-                }],
-            };
-            let log = LogStore::open(&dir.path().join("log.redb"))
-                .map_err(|e| openraft::StorageIOError::write(&e))?;
-            let chain = ChainStore::open(&dir.path().join("chain"), &spec)
-                .map_err(|e| openraft::StorageIOError::write(&e))?;
-            Ok((dir, log, chain))
-        }
-    }
-
-    #[test]
-    fn storage_passes_the_openraft_suite() {
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .try_init();
-        Suite::test_all(TempStores).unwrap();
     }
 }

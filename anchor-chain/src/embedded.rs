@@ -4,9 +4,10 @@
 
 use crate::block::SignedBlock;
 use crate::block::ValidatorKey;
+use crate::bytes::Hash32;
+use crate::entry::{ApprovalPolicy, Entry, GenesisSpec, Member};
 use crate::node::{StartError, SubmitError, Validator, ValidatorConfig};
 use crate::state::EntryOutcome;
-use crate::types::{ApprovalPolicy, Entry, GenesisSpec, Hash32, Member};
 use crate::verify::EntryProof;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -3,9 +3,10 @@
 //! replaying the chain from genesis.
 
 use crate::block::{block_signature_message, verify_signature, BlockSignature, ValidatorKey};
-use crate::types::{
-    action_bytes, Approval, ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Hash32,
-    Member, MemberId,
+use crate::bytes::Hash32;
+use crate::codec::action_bytes;
+use crate::entry::{
+    Approval, ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Member, MemberId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,7 +264,7 @@ impl MemberHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PublicKeyBytes;
+    use crate::bytes::PublicKeyBytes;
 
     fn member(id: MemberId, key: &ValidatorKey) -> Member {
         Member {

@@ -3,7 +3,7 @@
 //! a node; a level with an odd count promotes its last node unchanged instead of duplicating it,
 //! which gives the RFC's "largest power of two smaller than n" split.
 
-use crate::types::Hash32;
+use crate::bytes::Hash32;
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
 

@@ -5,9 +5,10 @@
 
 use crate::block::ValidatorKey;
 use crate::consensus::{raft_config, ChainRaft, HttpNetwork};
+use crate::entry::{Entry, GenesisSpec, MemberId};
+use crate::paths::SIGNATURES_PATH;
 use crate::state::{ChainState, EntryOutcome, HeightSignature, Proposal};
 use crate::storage::{ChainStore, LogStore, OpenError, CHAIN_FILE, LOG_FILE};
-use crate::types::{Entry, GenesisSpec, MemberId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -353,7 +354,7 @@ impl Validator {
                 self.accept_signatures(signatures.to_vec()).is_ok()
             }
             Some((_, address)) => {
-                let url = format!("http://{address}{}", crate::api::SIGNATURES_PATH);
+                let url = format!("http://{address}{}", SIGNATURES_PATH);
                 let sent = self
                     .http
                     .post(url)

@@ -3,9 +3,10 @@
 //! persists the [`Record`]s that [`ChainState::apply`] returns.
 
 use crate::block::{Block, BlockSignature, SignedBlock};
+use crate::bytes::Hash32;
+use crate::entry::{Entry, GenesisSpec, MemberId};
 use crate::governance::{GovernanceError, MemberHistory, MemberSet};
 use crate::merkle;
-use crate::types::{Entry, GenesisSpec, Hash32, MemberId};
 use crate::verify::EntryProof;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ pub struct Proposal {
     /// The proposer's clock, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
     /// Entries for the next block.
-    #[serde(with = "crate::types::entry_list_serde")]
+    #[serde(with = "crate::codec::entry_list_serde")]
     pub entries: Vec<Entry>,
     /// Signatures over sealed blocks.
     pub signatures: Vec<HeightSignature>,
@@ -375,8 +376,8 @@ impl ChainState {
 mod tests {
     use super::*;
     use crate::block::ValidatorKey;
+    use crate::entry::{ApprovalPolicy, Governance, GovernanceAction, Member};
     use crate::governance::approve;
-    use crate::types::{ApprovalPolicy, Governance, GovernanceAction, Member};
     use crate::verify::{audit_chain, verify_entry};
 
     fn setup() -> (Vec<ValidatorKey>, ChainState) {

@@ -14,8 +14,8 @@
 
 use crate::chain_file::{self, FrameFault, Item, HEADER_LEN};
 use crate::consensus::TypeConfig;
+use crate::entry::{GenesisSpec, MemberId};
 use crate::state::{ChainState, ProposalOutcome, Record, StateError};
-use crate::types::{GenesisSpec, MemberId};
 use crate::verify::{AuditError, Auditor};
 use bincode::Options;
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -1063,9 +1063,11 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
 mod tests {
     use super::*;
     use crate::block::ValidatorKey;
+    use crate::bytes::{Hash32, PublicKeyBytes};
+    use crate::entry::{ApprovalPolicy, Entry as ChainEntry, Member};
     use crate::state::{HeightSignature, Proposal};
-    use crate::types::{ApprovalPolicy, Entry as ChainEntry, Hash32, Member};
     use crate::verify::audit_chain;
+    use openraft::testing::{StoreBuilder, Suite};
     use openraft::CommittedLeaderId;
 
     const VALIDATOR: MemberId = 1;
@@ -1449,5 +1451,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    struct TempStores;
+
+    impl StoreBuilder<TypeConfig, LogStore, ChainStore, tempfile::TempDir> for TempStores {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, ChainStore), StorageError<u64>> {
+            let dir = tempfile::tempdir().map_err(|e| openraft::StorageIOError::write(&e))?;
+            let spec = GenesisSpec {
+                chain_name: "suite".into(),
+                timestamp_ms: 0,
+                approval_policy: ApprovalPolicy::Majority,
+                founders: vec![Member {
+                    id: 1,
+                    name: "one".into(),
+                    public_key: PublicKeyBytes([1; 32]),
+                    address: "127.0.0.1:1".into(),
+                }],
+            };
+            let log = LogStore::open(&dir.path().join("log.redb"))
+                .map_err(|e| openraft::StorageIOError::write(&e))?;
+            let chain = ChainStore::open(&dir.path().join("chain"), &spec)
+                .map_err(|e| openraft::StorageIOError::write(&e))?;
+            Ok((dir, log, chain))
+        }
+    }
+
+    #[test]
+    fn storage_passes_the_openraft_suite() {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .try_init();
+        Suite::test_all(TempStores).unwrap();
     }
 }

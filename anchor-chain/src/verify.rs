@@ -3,9 +3,10 @@
 //! node's HTTP API, a stored file or anywhere else, and every failure keeps its raw evidence.
 
 use crate::block::{BlockHeader, BlockSignature, SignedBlock, BLOCK_VERSION};
+use crate::bytes::{Hash32, SignatureBytes};
+use crate::entry::{Entry, MemberId};
 use crate::governance::{GovernanceError, MemberHistory, MemberSet};
 use crate::merkle::{self, InclusionProof};
-use crate::types::{Entry, Hash32, MemberId, SignatureBytes};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
@@ -617,8 +618,8 @@ pub fn check_conflict(
 mod tests {
     use super::*;
     use crate::block::{Block, ValidatorKey};
+    use crate::entry::{ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Member};
     use crate::governance::approve;
-    use crate::types::{ApprovalPolicy, GenesisSpec, Governance, GovernanceAction, Member};
 
     struct TestChain {
         keys: Vec<ValidatorKey>,

@@ -8,8 +8,11 @@
 //! issued by the verifying server. The verifier needs the root and the verifying key, nothing else.
 //!
 //! One module per phase: [`poseidon`] (native hash and R1CS gadget), [`tree`], [`circuit`],
-//! [`setup`] (keys and key files), [`ceremony`] (the multi-party setup), [`prove`], [`verify`] (single and batch), and [`types`] /
-//! [`encoding`] for the values that cross the crate's boundary.
+//! [`setup`](mod@setup) (keys and key files), [`ceremony`] (the multi-party setup),
+//! [`prove`](mod@prove), [`verify`](mod@verify) (single and batch); and for the values that cross
+//! the crate's boundary, [`field`] (field elements as bytes and hex, importing nothing from the
+//! crate but its error), [`types`] and [`encoding`] (the JSON documents, which no other module
+//! imports).
 //!
 //! This crate knows nothing about HTTP, PostgreSQL or tokio: callers hand it bytes or typed values.
 
@@ -20,6 +23,7 @@ pub mod ceremony;
 pub mod circuit;
 pub mod encoding;
 mod error;
+pub mod field;
 pub mod poseidon;
 pub mod prove;
 mod r1cs;

@@ -301,7 +301,7 @@ mod tests {
     /// Pins the parameter generation: if the procedure or its inputs change, these change.
     #[test]
     fn known_answers() {
-        use crate::encoding::field_to_hex;
+        use crate::field::field_to_hex;
         assert_eq!(
             field_to_hex(hash1(Fr::from(1u8))),
             "0x112a4f9241e384b0ede4655e6d2bbf7ebd9595775de9e7536df87cd487852fc4"

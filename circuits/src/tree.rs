@@ -10,8 +10,8 @@
 //! stored. A real leaf is a Poseidon output, which is zero with negligible probability, so no one
 //! can prove membership of an empty or revoked slot.
 
-use crate::encoding::{field_from_bytes, field_to_bytes, FIELD_BYTES};
 use crate::error::Error;
+use crate::field::{field_from_bytes, field_to_bytes, FIELD_BYTES};
 use crate::poseidon::hash4;
 use ark_bn254::Fr;
 use ark_ff::Zero;

@@ -1,7 +1,7 @@
 //! The values that cross the crate's boundary: scopes, grants, public inputs, witnesses, proofs.
 
-use crate::encoding::{field_from_bytes, field_to_bytes, FIELD_BYTES};
 use crate::error::{Error, StatementViolation};
+use crate::field::{field_from_bytes, field_to_bytes, FIELD_BYTES};
 use crate::poseidon;
 use crate::tree::MerklePath;
 use ark_bn254::{Bn254, Fr};

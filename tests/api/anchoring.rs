@@ -2,7 +2,8 @@
 //! validator and each leaf has an inclusion proof, checked as an auditor would, in a final block.
 
 use crate::helpers::{spawn_app_with, AppOptions, CareTeam};
-use medvault_anchor_chain::types::{Entry, Hash32};
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::entry::Entry;
 use medvault_anchor_chain::verify::{audit_chain, verify_entry};
 use serde_json::json;
 

@@ -6,7 +6,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use medvault_circuits::encoding::{field_from_hex, ProofDocument, WitnessDocument};
+use medvault_circuits::encoding::{ProofDocument, WitnessDocument};
+use medvault_circuits::field::field_from_hex;
 use medvault_circuits::{
     verify_encoded, Ceremony, ConsentProof, ConsentProvingKey, ConsentTree, ConsentVerifyingKey,
     PreparedConsentKey, PublicInputs,

@@ -2,7 +2,8 @@
 //! for a well-formed proof of something else, `Ok(false)`), never a panic.
 
 use crate::support::{rng, SCENARIO};
-use medvault_circuits::encoding::{field_from_hex, field_to_hex, ProofDocument, WitnessDocument};
+use medvault_circuits::encoding::{ProofDocument, WitnessDocument};
+use medvault_circuits::field::{field_from_hex, field_to_hex};
 use medvault_circuits::{setup, verify, verify_encoded, ConsentProof, Error, Fr, PublicInputs};
 use rand::RngCore;
 

@@ -258,7 +258,7 @@ fn research_consent_leaf(
     patient: Uuid,
     organization: Uuid,
     expires_at: chrono::DateTime<chrono::Utc>,
-) -> medvault_anchor_chain::types::Hash32 {
+) -> medvault_anchor_chain::bytes::Hash32 {
     let mut data = Vec::with_capacity(96);
     data.extend_from_slice(b"medvault/research-consent/v1");
     data.extend_from_slice(grant.as_bytes());

@@ -9,7 +9,8 @@
 
 use super::AnchoringError;
 use deadpool_postgres::GenericClient;
-use medvault_anchor_chain::types::{Entry, Hash32};
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::entry::Entry;
 
 /// The outbox column value for `entry`.
 pub(crate) fn encode(entry: &Entry) -> Vec<u8> {

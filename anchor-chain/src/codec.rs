@@ -1,264 +1,17 @@
-//! Plain data shared by every module: hashes, signatures, members and the typed chain entries,
-//! with the one canonical byte encoding that all hashes and signatures are computed over.
+//! The one canonical byte encoding that all hashes and signatures are computed over: of entries
+//! (and so their identity, [`Entry::hash`]), of governance actions, and the `Encoder` that
+//! block headers are written with.
 //!
 //! The canonical encoding is written by hand (not derived from serde) so that an auditor in any
 //! language can reproduce it from this file alone: integers are big-endian, strings and lists are
 //! prefixed with their length as a big-endian `u32`, and every enum starts with a one-byte tag.
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha3::{Digest, Sha3_256};
-use std::fmt;
-
-/// Identifier of a member organization; also its node id in the consensus group.
-pub type MemberId = u64;
-
-macro_rules! fixed_bytes {
-    ($(#[$meta:meta])* $name:ident, $len:expr) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(pub [u8; $len]);
-
-        impl $name {
-            /// Lower-case hexadecimal form, as used in JSON and on the command line.
-            pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
-            }
-
-            /// Parses the hexadecimal form; `None` when it is not exactly the right length.
-            pub fn from_hex(text: &str) -> Option<Self> {
-                let bytes = hex::decode(text.trim()).ok()?;
-                Some(Self(bytes.try_into().ok()?))
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}", self.to_hex())
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}", self.to_hex())
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                if serializer.is_human_readable() {
-                    serializer.serialize_str(&self.to_hex())
-                } else {
-                    serializer.serialize_bytes(&self.0)
-                }
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                use serde::de::Error;
-                if deserializer.is_human_readable() {
-                    let text = String::deserialize(deserializer)?;
-                    Self::from_hex(&text).ok_or_else(|| {
-                        D::Error::custom(concat!("expected ", stringify!($len), " hex-encoded bytes"))
-                    })
-                } else {
-                    let bytes: Vec<u8> = serde_bytes_vec(deserializer)?;
-                    let array: [u8; $len] = bytes
-                        .try_into()
-                        .map_err(|_| D::Error::custom(concat!("expected ", stringify!($len), " bytes")))?;
-                    Ok(Self(array))
-                }
-            }
-        }
-    };
-}
-
-/// Reads a byte string from a binary deserializer.
-fn serde_bytes_vec<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-    struct BytesVisitor;
-    impl<'de> serde::de::Visitor<'de> for BytesVisitor {
-        type Value = Vec<u8>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a byte string")
-        }
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::new();
-            while let Some(byte) = seq.next_element()? {
-                out.push(byte);
-            }
-            Ok(out)
-        }
-    }
-    deserializer.deserialize_byte_buf(BytesVisitor)
-}
-
-fixed_bytes!(
-    /// A SHA3-256 digest.
-    Hash32,
-    32
-);
-fixed_bytes!(
-    /// An Ed25519 public key.
-    PublicKeyBytes,
-    32
-);
-fixed_bytes!(
-    /// An Ed25519 signature.
-    SignatureBytes,
-    64
-);
-
-impl Hash32 {
-    /// The all-zero hash: the previous-block hash of the genesis block.
-    pub const ZERO: Hash32 = Hash32([0; 32]);
-
-    /// SHA3-256 of the concatenation of `parts`.
-    pub fn digest(parts: &[&[u8]]) -> Hash32 {
-        let mut hasher = Sha3_256::new();
-        for part in parts {
-            hasher.update(part);
-        }
-        Hash32(hasher.finalize().into())
-    }
-}
-
-/// A member organization (a hospital) as the chain records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Stable identifier; doubles as the validator's consensus node id.
-    pub id: MemberId,
-    /// Human-readable organization name.
-    pub name: String,
-    /// The validator's Ed25519 public key: block signatures and approvals verify against it.
-    pub public_key: PublicKeyBytes,
-    /// `host:port` of the validator's HTTP API, where its peers replicate to it.
-    pub address: String,
-}
-
-#[cfg(test)]
-impl Member {
-    /// Member `id` with `key`, named `h<id>` at `127.0.0.1:<id>`: the fixture unit tests share.
-    pub(crate) fn for_tests(id: MemberId, key: &crate::block::ValidatorKey) -> Member {
-        Member {
-            id,
-            name: format!("h{id}"),
-            public_key: key.public_key(),
-            address: format!("127.0.0.1:{id}"),
-        }
-    }
-}
-
-/// How many current members must sign a governance action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ApprovalPolicy {
-    /// More than half of the current members.
-    #[default]
-    Majority,
-    /// Every current member.
-    All,
-}
-
-/// What the genesis block records: the founding members and the rules they agreed on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenesisSpec {
-    /// Name of the consortium; distinguishes chains that share members.
-    pub chain_name: String,
-    /// Time of founding, in milliseconds since the Unix epoch; the genesis block's timestamp.
-    pub timestamp_ms: u64,
-    /// Approvals needed to admit or remove a member.
-    pub approval_policy: ApprovalPolicy,
-    /// The founding members; ids must be distinct.
-    pub founders: Vec<Member>,
-}
-
-/// A change to the member set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum GovernanceAction {
-    /// Admit a new organization.
-    Admit {
-        /// The organization joining.
-        member: Member,
-        /// The member-set epoch this action applies to; stops an old approval being replayed.
-        epoch: u64,
-    },
-    /// Remove a current member.
-    Remove {
-        /// The member leaving.
-        member_id: MemberId,
-        /// The member-set epoch this action applies to.
-        epoch: u64,
-    },
-}
-
-/// One current member's signature approving a governance action.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Approval {
-    /// The approving member.
-    pub approver: MemberId,
-    /// Ed25519 signature over [`crate::governance::approval_message`].
-    pub signature: SignatureBytes,
-}
-
-/// A governance entry: an action and the approvals that authorize it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Governance {
-    /// The change.
-    pub action: GovernanceAction,
-    /// Signatures of current members.
-    pub approvals: Vec<Approval>,
-}
-
-/// Something anchored on the chain. Only hashes and roots: never health data (decision 1).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Entry {
-    /// A record version's leaf (decision 3), computed by the server over its ciphertext.
-    RecordAnchor {
-        /// The record-version leaf hash.
-        leaf: Hash32,
-    },
-    /// The consent tree's root after a change (decision 4).
-    ConsentRoot {
-        /// The root as the 32 bytes of a BN254 scalar.
-        root: Hash32,
-        /// Monotonic version of the consent tree, so an old root anchored again stays distinct.
-        sequence: u64,
-    },
-    /// The hash of an export's manifest (decision 7).
-    ExportManifest {
-        /// SHA3-256 of the manifest.
-        manifest_hash: Hash32,
-    },
-    /// The Merkle root over a batch of access-log lines.
-    AccessLogBatch {
-        /// Root of the batch.
-        root: Hash32,
-        /// Number of log lines under the root.
-        count: u64,
-    },
-    /// The hash of a Groth16 verifying key in use.
-    VerifyingKey {
-        /// SHA3-256 of the serialized key.
-        key_hash: Hash32,
-        /// Which circuit the key belongs to.
-        label: String,
-    },
-    /// A member-set change.
-    Governance(Governance),
-    /// The founding record; only valid as the single entry of block 0.
-    Genesis(GenesisSpec),
-}
-
-/// Longest string accepted in an entry, in bytes: names and labels, not documents.
-pub const MAX_TEXT_LEN: usize = 256;
+use crate::bytes::{Hash32, PublicKeyBytes, SignatureBytes};
+use crate::entry::{
+    Approval, ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Member,
+    MAX_TEXT_LEN,
+};
+use crate::merkle;
 
 impl Entry {
     /// The canonical byte encoding that the entry's hash and Merkle leaf commit to.
@@ -316,33 +69,7 @@ impl Entry {
 
     /// The entry's identity: its Merkle leaf hash. Submitting the same entry twice is a no-op.
     pub fn hash(&self) -> Hash32 {
-        crate::merkle::leaf_hash(&self.canonical_bytes())
-    }
-
-    /// Checks what can be checked without the chain: lengths and that genesis is not submitted.
-    pub fn check_shape(&self) -> Result<(), String> {
-        let check_text = |what: &str, text: &str| {
-            if text.is_empty() || text.len() > MAX_TEXT_LEN {
-                Err(format!("{what} must be 1 to {MAX_TEXT_LEN} bytes"))
-            } else {
-                Ok(())
-            }
-        };
-        match self {
-            Entry::VerifyingKey { label, .. } => check_text("label", label),
-            Entry::Governance(governance) => {
-                if governance.approvals.is_empty() {
-                    return Err("a governance entry needs approvals".into());
-                }
-                if let GovernanceAction::Admit { member, .. } = &governance.action {
-                    check_text("member name", &member.name)?;
-                    check_text("member address", &member.address)?;
-                }
-                Ok(())
-            }
-            Entry::Genesis(_) => Err("genesis entries cannot be submitted".into()),
-            _ => Ok(()),
-        }
+        merkle::leaf_hash(&self.canonical_bytes())
     }
 }
 
@@ -540,7 +267,7 @@ pub mod entry_list_serde {
 
         impl<'de> Deserialize<'de> for Buf {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                super::super::serde_bytes_vec(deserializer).map(Buf)
+                crate::bytes::serde_bytes_vec(deserializer).map(Buf)
             }
         }
     }
@@ -608,22 +335,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hashes_round_trip_through_json_as_hex() {
-        let hash = Hash32::digest(&[b"abc"]);
-        let json = serde_json::to_string(&hash).unwrap();
-        assert_eq!(json, format!("\"{}\"", hash.to_hex()));
-        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), hash);
-    }
-
-    #[test]
-    fn hashes_round_trip_through_bincode_as_bytes() {
-        let hash = Hash32::digest(&[b"x"]);
-        let bytes = bincode::serialize(&hash).unwrap();
-        assert_eq!(bytes.len(), 8 + 32);
-        assert_eq!(bincode::deserialize::<Hash32>(&bytes).unwrap(), hash);
-    }
-
-    #[test]
     fn every_entry_type_round_trips_through_canonical_bytes() {
         let member = Member {
             id: 4,
@@ -688,12 +399,5 @@ mod tests {
             manifest_hash: hash,
         };
         assert_ne!(anchor.hash(), manifest.hash());
-    }
-
-    #[test]
-    fn entries_have_a_tagged_json_form() {
-        let json = r#"{"type":"record_anchor","leaf":"00000000000000000000000000000000000000000000000000000000000000ff"}"#;
-        let entry: Entry = serde_json::from_str(json).unwrap();
-        assert!(matches!(entry, Entry::RecordAnchor { leaf } if leaf.0[31] == 0xff));
     }
 }
