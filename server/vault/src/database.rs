@@ -11,19 +11,19 @@ mod embedded {
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
     /// `DATABASE_URL` is not a valid connection string.
-    #[error("invalid database URL: {0}")]
+    #[error("invalid database URL")]
     InvalidUrl(#[source] tokio_postgres::Error),
     /// The pool could not be built.
-    #[error("database pool: {0}")]
+    #[error("database pool")]
     Pool(#[from] deadpool_postgres::BuildError),
     /// No connection could be had.
-    #[error("database connection: {0}")]
+    #[error("database connection")]
     Connect(#[from] deadpool_postgres::PoolError),
     /// A statement failed.
-    #[error("database: {0}")]
+    #[error("database")]
     Query(#[from] tokio_postgres::Error),
     /// A migration failed.
-    #[error("schema migration: {0}")]
+    #[error("schema migration")]
     Migration(#[from] refinery::Error),
 }
 

@@ -75,10 +75,10 @@ pub enum OpenVaultError {
         source_name: String,
     },
     /// The database could not be read.
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had.
-    #[error("database connection: {0}")]
+    #[error("database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
 }
 
