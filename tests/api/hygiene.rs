@@ -14,6 +14,42 @@ fn schema_graphql_matches_the_code() {
     );
 }
 
+/// The vault knows no transport: its own dependency list names no HTTP, GraphQL or MQTT crate.
+#[test]
+fn the_vault_depends_on_no_transport() {
+    const TRANSPORTS: [&str; 7] = [
+        "actix",
+        "async-graphql",
+        "axum",
+        "hyper",
+        "reqwest",
+        "rumqtt",
+        "mqtt",
+    ];
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/server/vault/Cargo.toml"
+    ))
+    .expect("server/vault/Cargo.toml");
+    let dependencies: Vec<&str> = manifest
+        .split("\n[")
+        .filter(|section| section.starts_with("dependencies]"))
+        .flat_map(|section| section.lines().skip(1))
+        .filter_map(|line| line.split(['=', '.']).next())
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !name.starts_with('#'))
+        .collect();
+    assert!(dependencies.contains(&"tokio-postgres"), "{dependencies:?}");
+    for dependency in &dependencies {
+        assert!(
+            !TRANSPORTS
+                .iter()
+                .any(|transport| dependency.contains(transport)),
+            "the vault depends on {dependency}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn health_ready_and_metrics_answer() {
     let app = spawn_app().await;
