@@ -20,6 +20,7 @@ pub mod ceremony;
 pub mod circuit;
 pub mod encoding;
 mod error;
+mod fixed_base;
 pub mod poseidon;
 pub mod prove;
 mod r1cs;
