@@ -123,28 +123,19 @@ fn proving(c: &mut Criterion) {
     let fixture = &*FIXTURE;
     let mut group = c.benchmark_group("prove");
     group.sample_size(30);
-    group.bench_function(BenchmarkId::new("consent", DEPTH), |b| {
-        let mut rng = rng(3);
-        b.iter(|| {
-            prove(
-                &fixture.proving_key,
-                &fixture.public,
-                &fixture.witness,
-                &mut rng,
-            )
-        })
-    });
-    group.bench_function(BenchmarkId::new("consent_arkworks_prover", DEPTH), |b| {
-        let mut rng = rng(3);
-        b.iter(|| {
-            prove(
-                &fixture.proving_key_without_tables,
-                &fixture.public,
-                &fixture.witness,
-                &mut rng,
-            )
-        })
-    });
+    let keys = [
+        ("consent", &fixture.proving_key),
+        (
+            "consent_arkworks_prover",
+            &fixture.proving_key_without_tables,
+        ),
+    ];
+    for (name, key) in keys {
+        group.bench_function(BenchmarkId::new(name, DEPTH), |b| {
+            let mut rng = rng(3);
+            b.iter(|| prove(key, &fixture.public, &fixture.witness, &mut rng))
+        });
+    }
 
     let leaf = fixture
         .tree
