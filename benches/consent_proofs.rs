@@ -1,6 +1,7 @@
 //! Consent proof benchmarks (issue 4): constraints by depth, setup, proving, verification and
 //! batch verification for a tree of 2^20 leaves (depth 10 of the 4-ary tree), each beside a baseline measured in the same run: a
-//! Poseidon-only membership circuit of the same depth proven with arkworks' stock prover, and a
+//! Poseidon-only membership circuit of the same depth proven with arkworks' stock prover, the
+//! consent circuit proven by arkworks' prover on the same key (no fixed-base tables), and a
 //! bare three-pair pairing check. Results and the command are in BENCHMARKS.md.
 //!
 //! Run: `cargo bench --bench consent_proofs`.
@@ -25,7 +26,11 @@ const DEPTH: u32 = medvault_circuits::DEFAULT_DEPTH;
 const NOW: u64 = 1_700_000_000;
 
 struct Fixture {
+    /// With its fixed-base tables (`ConsentProvingKey::with_tables`), as a long-running prover
+    /// keeps it.
     proving_key: ConsentProvingKey,
+    /// The same key without them: `prove` then runs arkworks' prover.
+    proving_key_without_tables: ConsentProvingKey,
     verifying_key: ConsentVerifyingKey,
     public: PublicInputs,
     witness: ConsentWitness,
@@ -72,7 +77,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         challenge: Fr::from(42u64),
     };
     Fixture {
-        proving_key,
+        proving_key: proving_key.clone().with_tables(),
+        proving_key_without_tables: proving_key,
         verifying_key,
         public,
         witness,
@@ -107,6 +113,9 @@ fn setup_keys(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("load_validated_proving_key", DEPTH), |b| {
         b.iter(|| ConsentProvingKey::from_bytes(&proving_key_bytes).expect("load"))
     });
+    group.bench_function(BenchmarkId::new("fixed_base_tables", DEPTH), |b| {
+        b.iter(|| FIXTURE.proving_key_without_tables.clone().with_tables())
+    });
     group.finish();
 }
 
@@ -114,17 +123,19 @@ fn proving(c: &mut Criterion) {
     let fixture = &*FIXTURE;
     let mut group = c.benchmark_group("prove");
     group.sample_size(30);
-    group.bench_function(BenchmarkId::new("consent", DEPTH), |b| {
-        let mut rng = rng(3);
-        b.iter(|| {
-            prove(
-                &fixture.proving_key,
-                &fixture.public,
-                &fixture.witness,
-                &mut rng,
-            )
-        })
-    });
+    let keys = [
+        ("consent", &fixture.proving_key),
+        (
+            "consent_arkworks_prover",
+            &fixture.proving_key_without_tables,
+        ),
+    ];
+    for (name, key) in keys {
+        group.bench_function(BenchmarkId::new(name, DEPTH), |b| {
+            let mut rng = rng(3);
+            b.iter(|| prove(key, &fixture.public, &fixture.witness, &mut rng))
+        });
+    }
 
     let leaf = fixture
         .tree

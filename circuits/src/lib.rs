@@ -24,6 +24,7 @@ pub mod circuit;
 pub mod encoding;
 mod error;
 pub mod field;
+mod fixed_base;
 pub mod poseidon;
 pub mod prove;
 mod r1cs;

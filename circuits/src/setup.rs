@@ -9,6 +9,7 @@
 
 use crate::circuit::ConsentCircuit;
 use crate::error::Error;
+use crate::prove::ProverTables;
 use crate::tree::check_depth;
 use crate::types::PublicInputs;
 use ark_bn254::{Bn254, Fr};
@@ -90,12 +91,14 @@ pub(crate) fn circuit_shape(depth: u32) -> Result<Arc<CircuitShape>, Error> {
 }
 
 /// The proving key for the consent circuit at one depth, with the circuit's matrices so that
-/// proving synthesizes only the assignment.
+/// proving synthesizes only the assignment, and optionally its fixed-base tables
+/// ([`ConsentProvingKey::with_tables`]).
 #[derive(Debug, Clone)]
 pub struct ConsentProvingKey {
     depth: u32,
     pub(crate) key: ProvingKey<Bn254>,
     pub(crate) shape: Arc<CircuitShape>,
+    tables: Option<Arc<ProverTables>>,
 }
 
 /// The verifying key for the consent circuit at one depth.
@@ -130,7 +133,15 @@ pub fn setup(
         depth,
         key: key.vk.clone(),
     };
-    Ok((ConsentProvingKey { depth, key, shape }, verifying_key))
+    Ok((
+        ConsentProvingKey {
+            depth,
+            key,
+            shape,
+            tables: None,
+        },
+        verifying_key,
+    ))
 }
 
 fn serialize_with_depth(depth: u32, key: &impl CanonicalSerialize) -> Vec<u8> {
@@ -249,7 +260,29 @@ impl ConsentProvingKey {
         key: ProvingKey<Bn254>,
         shape: Arc<CircuitShape>,
     ) -> Self {
-        ConsentProvingKey { depth, key, shape }
+        ConsentProvingKey {
+            depth,
+            key,
+            shape,
+            tables: None,
+        }
+    }
+
+    /// The key with its bases decoded into fixed-base tables (`2^(c j)` multiples of every
+    /// base, affine): about 31 MB at depth 10, built in about as long as ten proofs take
+    /// (../BENCHMARKS.md), after which every proof needs about 40 % less CPU time. Worth it in a
+    /// process that proves more than a few times; `prove` runs arkworks' prover on a key without
+    /// them. The tables are not part of the key file.
+    pub fn with_tables(self) -> Self {
+        let tables = Arc::new(ProverTables::new(&self.key));
+        ConsentProvingKey {
+            tables: Some(tables),
+            ..self
+        }
+    }
+
+    pub(crate) fn tables(&self) -> Option<&ProverTables> {
+        self.tables.as_deref()
     }
 
     /// The key file: depth, then arkworks' compressed proving key.
@@ -300,7 +333,12 @@ impl ConsentProvingKey {
         let key = ProvingKey::<Bn254>::deserialize_compressed(body)
             .map_err(decode_error("proving key"))?;
         check_verifying_key_points(&key.vk)?;
-        Ok(ConsentProvingKey { depth, key, shape })
+        Ok(ConsentProvingKey {
+            depth,
+            key,
+            shape,
+            tables: None,
+        })
     }
 
     /// Reads and validates a key file.

@@ -2,13 +2,34 @@
 //! makes it fail.
 
 use crate::support::{rng, NOW, SCENARIO};
-use medvault_circuits::{prove, verify, Error, Fr, Scope, StatementViolation};
+use medvault_circuits::{prove, verify, ConsentProvingKey, Error, Fr, Scope, StatementViolation};
 
 #[test]
 fn honest_proof_verifies() {
     let public = SCENARIO.public(11);
     let proof = SCENARIO.prove(&public, 2);
     assert!(verify(&SCENARIO.prepared, &public, &proof).unwrap());
+}
+
+#[test]
+fn fixed_base_tables_make_the_same_proof_as_arkworks() {
+    let public = SCENARIO.public(18);
+    let without_tables = ConsentProvingKey::from_bytes(&SCENARIO.proving_key.to_bytes()).unwrap();
+    for seed in [20, 21, 22] {
+        let ours = prove(
+            &SCENARIO.proving_key,
+            &public,
+            &SCENARIO.witness(),
+            &mut rng(seed),
+        );
+        let arkworks = prove(
+            &without_tables,
+            &public,
+            &SCENARIO.witness(),
+            &mut rng(seed),
+        );
+        assert_eq!(ours.unwrap(), arkworks.unwrap());
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub const NOW: u64 = 1_700_000_000;
 pub const EXPIRY: u64 = NOW + 3600;
 
 pub struct Scenario {
+    /// With its fixed-base tables, so that the tests run the crate's own prover.
     pub proving_key: ConsentProvingKey,
     pub verifying_key: ConsentVerifyingKey,
     pub prepared: PreparedConsentKey,
@@ -33,7 +34,7 @@ pub static SCENARIO: LazyLock<Scenario> = LazyLock::new(|| {
     let (proving_key, verifying_key) = setup(DEPTH, &mut rng(1)).expect("setup at depth 4");
     let prepared = verifying_key.prepare();
     Scenario {
-        proving_key,
+        proving_key: proving_key.with_tables(),
         verifying_key,
         prepared,
         tree: sample_tree(DEPTH),
