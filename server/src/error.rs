@@ -107,6 +107,14 @@ impl ApiError {
         }
     }
 
+    /// A whole GraphQL response carrying only this error, for refusals made before a request
+    /// reaches the schema.
+    pub fn to_response(&self) -> Response {
+        let mut error = async_graphql::ServerError::new(self.message(), None);
+        error.extensions = Some(self.extensions());
+        Response::from_errors(vec![error])
+    }
+
     /// `extensions` of the GraphQL error: the code, and when to retry. Logs an internal cause,
     /// which is never sent.
     fn extensions(&self) -> ErrorExtensionValues {

@@ -257,12 +257,7 @@ async fn graphql_endpoint(
         Some(token) => match state.vault.authenticate(token).await {
             Ok(actor) => actor,
             Err(error) => {
-                let error = ApiError::from(error);
-                if let ApiError::Internal(cause) = &error {
-                    tracing::error!(error = %cause, "authentication failed");
-                }
-                let response = error_response(error.code(), error.message());
-                return HttpResponse::ServiceUnavailable().json(response);
+                return HttpResponse::ServiceUnavailable().json(ApiError::from(error).to_response())
             }
         },
         None => None,
@@ -316,7 +311,7 @@ async fn export_file(
 ) -> HttpResponse {
     let (job, file) = path.into_inner();
     let refuse = |status: actix_web::http::StatusCode, error: ApiError| {
-        HttpResponse::build(status).json(error_response(error.code(), error.message()))
+        HttpResponse::build(status).json(error.to_response())
     };
     let actor = match bearer_token(&request) {
         Some(token) => state.vault.authenticate(&token).await,

@@ -104,8 +104,6 @@ struct SealedVersion {
     wrapped_key: Option<Vec<u8>>,
     ciphertext_sha3: [u8; 32],
     anchor_leaf: [u8; 32],
-    /// The anchor leaf as the chain entry queued for it, in the outbox's encoding.
-    outbox_entry: Vec<u8>,
     created_at: DateTime<Utc>,
 }
 
@@ -154,7 +152,6 @@ impl Vault {
             ciphertext,
             wrapped_key,
             ciphertext_sha3,
-            outbox_entry: outbox::record_version(&anchor_leaf),
             anchor_leaf,
             created_at,
         })
@@ -193,7 +190,10 @@ impl Vault {
             .collect();
         let leaves: Vec<&[u8]> = sealed.iter().map(|v| v.anchor_leaf.as_slice()).collect();
         let keys: Vec<Option<&[u8]>> = sealed.iter().map(|v| v.wrapped_key.as_deref()).collect();
-        let outbox_entries: Vec<&[u8]> = sealed.iter().map(|v| v.outbox_entry.as_slice()).collect();
+        let outbox_entries: Vec<Vec<u8>> = sealed
+            .iter()
+            .map(|v| outbox::record_version(&v.anchor_leaf))
+            .collect();
         let client = self.pool.get().await?;
         client
             .execute(
@@ -343,7 +343,7 @@ impl Vault {
                     &sealed.created_at,
                     &sealed.anchor_leaf.as_slice(),
                     &sealed.wrapped_key,
-                    &sealed.outbox_entry,
+                    &outbox::record_version(&sealed.anchor_leaf),
                 ],
             )
             .await?;

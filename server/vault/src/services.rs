@@ -97,17 +97,14 @@ impl Services {
         let vault = Vault::open(pool, &config.master_key, config.session_ttl)
             .await?
             .with_login_throttle(config.login_throttle);
-        let anchoring = match &config.chain {
+        let chain = match &config.chain {
             ChainTarget::None => None,
-            ChainTarget::Embedded(dir) => Some(AnchoringWorker::start(
-                vault.pool().clone(),
-                AnchorChain::Embedded(EmbeddedChain::open(dir).await?),
-            )),
-            ChainTarget::Cluster(node) => Some(AnchoringWorker::start(
-                vault.pool().clone(),
-                AnchorChain::Cluster(ChainClient::new(node)),
-            )),
+            ChainTarget::Embedded(dir) => {
+                Some(AnchorChain::Embedded(EmbeddedChain::open(dir).await?))
+            }
+            ChainTarget::Cluster(node) => Some(AnchorChain::Cluster(ChainClient::new(node))),
         };
+        let anchoring = chain.map(|chain| AnchoringWorker::start(vault.pool().clone(), chain));
         let exports = Exports::new(
             vault.clone(),
             config.export_dir.clone(),

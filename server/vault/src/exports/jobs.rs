@@ -168,13 +168,14 @@ impl Exports {
 
     /// One job of the caller's organization; NOT_FOUND for any other, so ids cannot be probed.
     pub async fn job(&self, actor: &Actor, id: Uuid) -> VaultResult<ExportJob> {
-        let not_found = VaultError::NotFound("export job");
-        let recipient = ExportRecipient::admit(actor).map_err(|_| not_found)?;
+        let not_found = || VaultError::NotFound("export job");
+        let recipient = ExportRecipient::admit(actor).map_err(|_| not_found())?;
         let job = self.load_job(id).await?;
-        if !recipient.owns(job.organization_id) {
-            return Err(VaultError::NotFound("export job"));
+        if recipient.owns(job.organization_id) {
+            Ok(job)
+        } else {
+            Err(not_found())
         }
-        Ok(job)
     }
 
     /// The caller's organization's jobs, newest first.
