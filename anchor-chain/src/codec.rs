@@ -22,8 +22,13 @@ impl Entry {
                 out.u8(1);
                 out.bytes(&leaf.0);
             }
-            Entry::ConsentRoot { root, sequence } => {
+            Entry::ConsentRoot {
+                hospital,
+                root,
+                sequence,
+            } => {
                 out.u8(2);
+                out.text(hospital);
                 out.bytes(&root.0);
                 out.u64(*sequence);
             }
@@ -82,6 +87,7 @@ impl Entry {
                 leaf: input.hash()?,
             },
             2 => Entry::ConsentRoot {
+                hospital: input.text()?,
                 root: input.hash()?,
                 sequence: input.u64()?,
             },
@@ -346,6 +352,7 @@ mod tests {
         let entries = vec![
             Entry::RecordAnchor { leaf: hash },
             Entry::ConsentRoot {
+                hospital: "0191d9c8-52f5-7d3a-8000-000000000001".into(),
                 root: hash,
                 sequence: 3,
             },

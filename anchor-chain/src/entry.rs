@@ -92,8 +92,11 @@ pub enum Entry {
         /// The record-version leaf hash.
         leaf: Hash32,
     },
-    /// The consent tree's root after a change (decision 4).
+    /// A hospital's consent tree's root after a change (decision 4).
     ConsentRoot {
+        /// Whose tree: the hospital's id in the vault, so that roots of different hospitals'
+        /// trees are never confused.
+        hospital: String,
         /// The root as the 32 bytes of a BN254 scalar.
         root: Hash32,
         /// Monotonic version of the consent tree, so an old root anchored again stays distinct.
@@ -139,6 +142,7 @@ impl Entry {
         };
         match self {
             Entry::VerifyingKey { label, .. } => check_text("label", label),
+            Entry::ConsentRoot { hospital, .. } => check_text("hospital", hospital),
             Entry::Governance(governance) => {
                 if governance.approvals.is_empty() {
                     return Err("a governance entry needs approvals".into());

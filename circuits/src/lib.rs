@@ -25,6 +25,7 @@ pub mod encoding;
 mod error;
 pub mod field;
 mod fixed_base;
+pub mod grantee;
 pub mod poseidon;
 pub mod prove;
 mod r1cs;
@@ -36,6 +37,7 @@ pub mod verify;
 pub use ark_bn254::Fr;
 pub use ceremony::{Ceremony, CeremonyError, Phase, Rejection};
 pub use error::{Error, StatementViolation};
+pub use grantee::GranteeSecret;
 pub use prove::prove;
 /// The operating system's random number generator, for callers that have none of their own.
 pub use rand::rngs::OsRng;
