@@ -21,7 +21,14 @@ pub struct Actor {
     pub role: Role,
     /// The organization (hospital) the user belongs to.
     pub organization_id: Uuid,
+    /// The digest of the bearer token the request came with; `None` for an actor the operator
+    /// acts as at the command line. Consent challenges and sessions are bound to it, so a
+    /// doctor's consent opened with one token does not follow the doctor to another.
+    pub session: Option<SessionDigest>,
 }
+
+/// The SHA-256 digest a bearer token is stored and known by.
+pub type SessionDigest = [u8; 32];
 
 /// The operator of a deployment, acting at the command line with the database and the master
 /// key in hand (`medvault admin create`, `export --requester`, `demo`): the one caller that is
@@ -67,7 +74,7 @@ pub fn decoy_password_hash() -> &'static str {
 }
 
 /// A new bearer token and the digest under which it is stored.
-pub fn new_session_token() -> (String, [u8; 32]) {
+pub fn new_session_token() -> (String, SessionDigest) {
     let mut random = [0u8; 32];
     OsRng.fill_bytes(&mut random);
     let token = URL_SAFE_NO_PAD.encode(random);
@@ -76,7 +83,7 @@ pub fn new_session_token() -> (String, [u8; 32]) {
 }
 
 /// The digest a token is stored and looked up under; the token itself is never stored.
-pub fn token_digest(token: &str) -> [u8; 32] {
+pub fn token_digest(token: &str) -> SessionDigest {
     Sha256::digest(token.as_bytes()).into()
 }
 

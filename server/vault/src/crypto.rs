@@ -10,6 +10,8 @@
 //! a [`Binding`]: the ids and version it belongs to. A ciphertext copied to another row fails to
 //! open.
 
+use medvault_circuits::field::{field_from_bytes, FIELD_BYTES};
+use medvault_circuits::Fr;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
@@ -188,11 +190,12 @@ impl SymmetricKey {
 }
 
 /// The root of all keys. Never used directly: it derives a wrapping key for patient data keys,
-/// a pseudonym key for anchors, and the export signing seed and pseudonym secret, so a leak of
-/// one use reveals nothing of the others.
+/// a pseudonym key for anchors, one for consent pseudonyms, and the export signing seed and
+/// pseudonym secret, so a leak of one use reveals nothing of the others.
 pub struct MasterKey {
     wrapping_key: SymmetricKey,
     pseudonym_key: Zeroizing<[u8; KEY_LEN]>,
+    consent_pseudonym_key: Zeroizing<[u8; KEY_LEN]>,
     export_signing_seed: Zeroizing<[u8; KEY_LEN]>,
     export_pseudonym_secret: Zeroizing<[u8; KEY_LEN]>,
     check_value: [u8; KEY_LEN],
@@ -203,6 +206,7 @@ impl MasterKey {
         MasterKey {
             wrapping_key: SymmetricKey(derive(master, b"medvault/wrapping-key/v1")),
             pseudonym_key: derive(master, b"medvault/pseudonym-key/v1"),
+            consent_pseudonym_key: derive(master, b"medvault/consent-pseudonym-key/v1"),
             export_signing_seed: derive(master, b"medvault/export-signing-key/v1"),
             export_pseudonym_secret: derive(master, b"medvault/export-pseudonym-secret/v1"),
             check_value: *derive(master, b"medvault/key-check/v1"),
@@ -300,6 +304,31 @@ impl MasterKey {
     /// link back.
     pub fn patient_pseudonym(&self, patient: Uuid) -> [u8; 32] {
         *derive(self.pseudonym_key.as_ref(), patient.as_bytes())
+    }
+
+    /// The patient's pseudonym in consent leaves and proofs (MISSION.md decision 4): a field
+    /// element keyed by this server, stable for the patient, unlinkable to them without the key.
+    pub fn patient_consent_pseudonym(&self, patient: Uuid) -> Fr {
+        self.consent_field_element(b"patient", patient)
+    }
+
+    /// The grantee commitment in a recipient organization's research-consent leaves. Recipients
+    /// never prove consent (the server exports for them), so the secret behind it is derived
+    /// here and never leaves: the leaf records the consent under the anchored root all the same.
+    pub fn recipient_grantee_commitment(&self, organization: Uuid) -> Fr {
+        medvault_circuits::grantee_commitment(
+            self.consent_field_element(b"recipient", organization),
+        )
+    }
+
+    /// A keyed hash of `(label, id)` as a field element: 248 bits, so always below the modulus.
+    fn consent_field_element(&self, label: &[u8], id: Uuid) -> Fr {
+        let mut input = label.to_vec();
+        input.extend_from_slice(id.as_bytes());
+        let mut bytes = *derive(self.consent_pseudonym_key.as_ref(), &input);
+        bytes[FIELD_BYTES - 1] = 0;
+        field_from_bytes("consent pseudonym", &bytes)
+            .unwrap_or_else(|_| unreachable!("a 248-bit value is below the BN254 modulus"))
     }
 }
 

@@ -6,6 +6,7 @@
 //! ([`MasterKey::check_value`]) and every later start compares against it; a missing key file is
 //! created only for a database that holds nothing sealed.
 
+use crate::consent::{Consent, ConsentConfig, ConsentStartError};
 use crate::crypto::{KeyFileError, MasterKey};
 use crate::Vault;
 use deadpool_postgres::Pool;
@@ -80,15 +81,20 @@ pub enum OpenVaultError {
     /// No connection could be had.
     #[error("database connection")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// The stored consent trees cannot be used.
+    #[error(transparent)]
+    Consent(#[from] ConsentStartError),
 }
 
 impl Vault {
     /// Opens the vault over a migrated database with the master key from `source`, checked
-    /// against the database's key check value (written here on the first start).
+    /// against the database's key check value (written here on the first start), and its
+    /// consent trees, each checked against its grants and its stored root.
     pub async fn open(
         pool: Pool,
         source: &MasterKeySource,
         session_ttl: chrono::Duration,
+        consent: ConsentConfig,
     ) -> Result<Vault, OpenVaultError> {
         let client = pool.get().await?;
         let stored: Option<Vec<u8>> = client
@@ -136,8 +142,9 @@ impl Vault {
                 }
             }
         }
+        let consent = Consent::open(&client, &master, consent).await?;
         drop(client);
-        Ok(Vault::new(pool, master, session_ttl))
+        Ok(Vault::new(pool, master, session_ttl, consent))
     }
 }
 

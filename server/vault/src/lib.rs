@@ -1,7 +1,8 @@
 //! The medvault vault: the one place health data is written, read and authorized.
 //!
 //! Users and roles ([`users`], [`sessions`], [`auth`]), the access policy every operation decides
-//! through ([`policy`]), grants and research consents ([`grants`]), patients' profiles and their
+//! through ([`policy`]), grants and research consents ([`grants`]), the consent trees and the
+//! proofs that open every doctor's access ([`consent`]), patients' profiles and their
 //! encrypted, versioned records ([`patients`], [`records`]), the access log ([`access_log`]),
 //! anonymized exports ([`exports`], over [`research`] snapshots), anchoring on the hospitals'
 //! chain ([`anchoring`]), and the demo's data set ([`demo`]). Everything is stored in PostgreSQL
@@ -14,6 +15,7 @@
 mod access_log;
 pub mod anchoring;
 pub mod auth;
+pub mod consent;
 pub mod crypto;
 pub mod database;
 pub mod demo;
@@ -43,7 +45,7 @@ pub use policy::{
 };
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
-pub use services::{ChainTarget, Services, StartError, VaultConfig};
+pub use services::{load_consent_keys, ChainTarget, Services, StartError, VaultConfig};
 pub use sessions::Session;
 pub use users::{NewStaffUser, Organization, UserInfo};
 
@@ -58,16 +60,23 @@ pub struct Vault {
     master: Arc<MasterKey>,
     session_ttl: chrono::Duration,
     throttle: LoginThrottle,
+    consent: Arc<consent::Consent>,
 }
 
 impl Vault {
-    /// A vault over `pool` whose patient keys are wrapped by `master`.
-    pub fn new(pool: Pool, master: MasterKey, session_ttl: chrono::Duration) -> Self {
+    /// A vault over `pool` whose patient keys are wrapped by `master`, with its consent side.
+    fn new(
+        pool: Pool,
+        master: MasterKey,
+        session_ttl: chrono::Duration,
+        consent: consent::Consent,
+    ) -> Self {
         Vault {
             pool,
             master: Arc::new(master),
             session_ttl,
             throttle: LoginThrottle::default(),
+            consent: Arc::new(consent),
         }
     }
 

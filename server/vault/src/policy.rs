@@ -18,6 +18,7 @@ use crate::crypto::SymmetricKey;
 use crate::domain::{AccessScope, OrganizationKind, Role};
 use crate::error::{VaultError, VaultResult};
 use crate::Vault;
+use deadpool_postgres::GenericClient;
 use medvault_exporter::{ExportCeiling, ExportError, ExportPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -34,6 +35,7 @@ pub enum AuditedAction {
     DeleteRecord,
     ReadAccessLog,
     ExportForResearch,
+    OpenConsent,
 }
 
 impl AuditedAction {
@@ -49,6 +51,7 @@ impl AuditedAction {
             AuditedAction::DeleteRecord => "delete_record",
             AuditedAction::ReadAccessLog => "read_access_log",
             AuditedAction::ExportForResearch => "export_for_research",
+            AuditedAction::OpenConsent => "open_consent",
         }
     }
 
@@ -64,7 +67,8 @@ impl AuditedAction {
             | AuditedAction::DeleteRecord => Some(AccessScope::Write),
             AuditedAction::EditPersonalDetails
             | AuditedAction::ReadAccessLog
-            | AuditedAction::ExportForResearch => None,
+            | AuditedAction::ExportForResearch
+            | AuditedAction::OpenConsent => None,
         }
     }
 
@@ -77,6 +81,7 @@ impl AuditedAction {
                 | AuditedAction::UpdateRecord
                 | AuditedAction::DeleteRecord
                 | AuditedAction::ExportForResearch
+                | AuditedAction::OpenConsent
         )
     }
 }
@@ -87,6 +92,7 @@ pub struct Permit {
     actor: Actor,
     patient: Uuid,
     action: AuditedAction,
+    consent_session: Option<Uuid>,
     data_key: SymmetricKey,
 }
 
@@ -104,6 +110,11 @@ impl Permit {
     /// What was allowed.
     pub fn action(&self) -> AuditedAction {
         self.action
+    }
+
+    /// The consent session a doctor's permit was given under.
+    pub fn consent_session(&self) -> Option<Uuid> {
+        self.consent_session
     }
 
     pub(super) fn data_key(&self) -> &SymmetricKey {
@@ -280,22 +291,35 @@ pub enum PatientListing {
 /// Whether `actor` may perform `action` on another user's data that no grant covers: what an
 /// admin may be shown of a patient they are creating, who holds no grants yet.
 pub fn may_without_grants(actor: &Actor, action: AuditedAction) -> bool {
-    decide(actor, Uuid::nil(), action, 0).is_ok()
+    decide(actor, Uuid::nil(), action, Held::default()).is_ok()
 }
 
-/// The decision of Algorithm 1 for one request, before any database effect.
+/// What the caller holds on a patient: grants (their scopes' mask) and, for a doctor, an open
+/// consent session covering the action.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    granted_mask: i32,
+    consent_session: Option<Uuid>,
+}
+
+/// The decision of Algorithm 1 for one request, before any database effect. A doctor's grant
+/// alone opens nothing: only a consent session, which a verified proof opened, does.
 fn decide(
     actor: &Actor,
     patient: Uuid,
     action: AuditedAction,
-    granted_mask: i32,
+    held: Held,
 ) -> Result<(), &'static str> {
+    let granted_mask = held.granted_mask;
     match actor.role {
         Role::Patient if actor.user_id == patient && action.patient_may() => Ok(()),
         Role::Patient if actor.user_id == patient => Err("patients do not write medical records"),
         Role::Patient => Err("not the patient's own data"),
         Role::Doctor => match action.doctor_scope() {
-            Some(scope) if granted_mask & scope.bit() != 0 => Ok(()),
+            Some(_) if held.consent_session.is_some() => Ok(()),
+            Some(scope) if granted_mask & scope.bit() != 0 => {
+                Err("no open consent session: prove consent with openConsent first")
+            }
             Some(_) => Err("no live grant with the required scope"),
             None => Err("only the patient may do this"),
         },
@@ -310,6 +334,50 @@ fn decide(
     }
 }
 
+/// One line of the access log: a decision about a patient's data, and the consent session an
+/// allowed doctor's access used (or, for `open_consent`, opened).
+pub(crate) struct LogLine<'a> {
+    pub actor: &'a Actor,
+    pub patient: Option<Uuid>,
+    pub action: AuditedAction,
+    pub record: Option<Uuid>,
+    pub decision: Result<(), &'static str>,
+    pub consent_session: Option<Uuid>,
+}
+
+impl LogLine<'_> {
+    /// Appends the line through `client` (a transaction, when the line must commit with what it
+    /// records).
+    pub(crate) async fn append(self, client: &impl GenericClient) -> VaultResult<()> {
+        let (outcome, reason) = match self.decision {
+            Ok(()) => ("allowed", None),
+            Err(reason) => ("denied", Some(reason)),
+        };
+        client
+            .execute(
+                &client
+                    .prepare_cached(
+                        "INSERT INTO access_log (actor_id, actor_role, action, patient_id,
+                           record_id, outcome, reason, consent_session_id)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .await?,
+                &[
+                    &self.actor.user_id,
+                    &self.actor.role.as_str(),
+                    &self.action.as_str(),
+                    &self.patient,
+                    &self.record,
+                    &outcome,
+                    &reason,
+                    &self.consent_session,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 impl Vault {
     /// Decides whether `actor` may perform `action` on `patient`'s data, logs the decision, and
     /// on success returns the permit holding the patient's data key. Refusals are FORBIDDEN,
@@ -321,14 +389,25 @@ impl Vault {
         action: AuditedAction,
         record: Option<Uuid>,
     ) -> VaultResult<Permit> {
-        let (wrapped_key, decision) = self.decision(actor, patient, action).await?;
-        self.log_access(actor, Some(patient), action, record, decision)
-            .await?;
+        let (wrapped_key, held, decision) = self.decision(actor, patient, action).await?;
+        let consent_session = held.consent_session.filter(|_| decision.is_ok());
+        let client = self.pool.get().await?;
+        LogLine {
+            actor,
+            patient: Some(patient),
+            action,
+            record,
+            decision,
+            consent_session,
+        }
+        .append(&client)
+        .await?;
         match (decision, wrapped_key) {
             (Ok(()), Some(wrapped_key)) => Ok(Permit {
                 actor: *actor,
                 patient,
                 action,
+                consent_session,
                 data_key: self.master.unwrap_patient_key(patient, &wrapped_key)?,
             }),
             _ => Err(VaultError::Forbidden),
@@ -345,7 +424,7 @@ impl Vault {
         patient: Uuid,
         action: AuditedAction,
     ) -> VaultResult<()> {
-        let (_, decision) = self.decision(actor, patient, action).await?;
+        let (_, _, decision) = self.decision(actor, patient, action).await?;
         if decision.is_err() {
             self.log_access(actor, Some(patient), action, None, decision)
                 .await?;
@@ -354,13 +433,16 @@ impl Vault {
         Ok(())
     }
 
-    /// The patient's wrapped data key and Algorithm 1's decision for `action`.
+    /// The patient's wrapped data key, what the caller holds on the patient, and Algorithm 1's
+    /// decision for `action`.
     async fn decision(
         &self,
         actor: &Actor,
         patient: Uuid,
         action: AuditedAction,
-    ) -> VaultResult<(Option<Vec<u8>>, Result<(), &'static str>)> {
+    ) -> VaultResult<(Option<Vec<u8>>, Held, Result<(), &'static str>)> {
+        let required = action.doctor_scope().map_or(0, AccessScope::bit);
+        let session: &[u8] = actor.session.as_ref().map_or(&[], |digest| digest.as_slice());
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -369,22 +451,38 @@ impl Vault {
                         "SELECT k.wrapped_key,
                         COALESCE((SELECT bit_or(g.scope) FROM grants g
                                   WHERE g.patient_id = k.patient_id AND g.grantee_id = $2
-                                    AND g.revoked_at IS NULL AND g.expires_at > now()), 0)
+                                    AND g.revoked_at IS NULL AND g.expires_at > now()), 0),
+                        (SELECT s.id FROM consent_sessions s JOIN grants g ON g.id = s.grant_id
+                         WHERE s.session_sha256 = $3 AND s.patient_id = k.patient_id
+                           AND s.doctor_id = $2 AND s.ended_at IS NULL AND s.expires_at > now()
+                           AND s.scope & $4 = $4
+                           AND g.revoked_at IS NULL AND g.expires_at > now()
+                         ORDER BY s.opened_at DESC LIMIT 1)
                  FROM patient_keys k WHERE k.patient_id = $1",
                     )
                     .await?,
-                &[&patient, &actor.user_id],
+                &[&patient, &actor.user_id, &session, &required],
             )
             .await?;
-        let (wrapped_key, granted_mask): (Option<Vec<u8>>, i32) = match row {
-            Some(row) => (Some(row.get(0)), row.get(1)),
-            None => (None, 0),
+        let (wrapped_key, held) = match row {
+            Some(row) => (
+                Some(row.get(0)),
+                Held {
+                    granted_mask: row.get(1),
+                    consent_session: if actor.role == Role::Doctor {
+                        row.get(2)
+                    } else {
+                        None
+                    },
+                },
+            ),
+            None => (None, Held::default()),
         };
         let decision = match wrapped_key {
-            Some(_) => decide(actor, patient, action, granted_mask),
+            Some(_) => decide(actor, patient, action, held),
             None => Err("no such patient"),
         };
-        Ok((wrapped_key, decision))
+        Ok((wrapped_key, held, decision))
     }
 
     /// Logs a refusal found after a permit was given (the record named belongs to another
@@ -410,9 +508,9 @@ impl Vault {
         }
     }
 
-    /// Appends one decision to the access log; `patient` is `None` only for a refusal that
-    /// names no patient.
-    async fn log_access(
+    /// Appends one decision that used no consent session to the access log; `patient` is
+    /// `None` only for a refusal that names no patient.
+    pub(crate) async fn log_access(
         &self,
         actor: &Actor,
         patient: Option<Uuid>,
@@ -420,27 +518,17 @@ impl Vault {
         record: Option<Uuid>,
         decision: Result<(), &'static str>,
     ) -> VaultResult<()> {
-        let (outcome, reason) = match decision {
-            Ok(()) => ("allowed", None),
-            Err(reason) => ("denied", Some(reason)),
-        };
         let client = self.pool.get().await?;
-        client
-            .execute(
-                &client.prepare_cached("INSERT INTO access_log (actor_id, actor_role, action, patient_id, record_id, outcome, reason)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)").await?,
-                &[
-                    &actor.user_id,
-                    &actor.role.as_str(),
-                    &action.as_str(),
-                    &patient,
-                    &record,
-                    &outcome,
-                    &reason,
-                ],
-            )
-            .await?;
-        Ok(())
+        LogLine {
+            actor,
+            patient,
+            action,
+            record,
+            decision,
+            consent_session: None,
+        }
+        .append(&client)
+        .await
     }
 
     /// The hospitals an export for `recipient` under `policy` would draw on, each with its
@@ -497,13 +585,11 @@ impl Vault {
         let mut consent_leaves = Vec::with_capacity(rows.len());
         for row in &rows {
             let patient: Uuid = row.get(1);
-            if decide(
-                recipient,
-                patient,
-                AuditedAction::ExportForResearch,
-                row.get(2),
-            )
-            .is_err()
+            let held = Held {
+                granted_mask: row.get(2),
+                consent_session: None,
+            };
+            if decide(recipient, patient, AuditedAction::ExportForResearch, held).is_err()
             {
                 continue;
             }
@@ -519,6 +605,7 @@ impl Vault {
                 actor: *recipient,
                 patient,
                 action: AuditedAction::ExportForResearch,
+                consent_session: None,
                 data_key: self.master.unwrap_patient_key(patient, row.get(4))?,
             });
         }
@@ -614,10 +701,27 @@ mod tests {
             user_id: Uuid::from_u128(1),
             role,
             organization_id: Uuid::from_u128(9),
+            session: None,
         }
     }
 
-    const ALL_ACTIONS: [AuditedAction; 9] = [
+    /// Grants of `mask` and no consent session.
+    fn held(granted_mask: i32) -> Held {
+        Held {
+            granted_mask,
+            consent_session: None,
+        }
+    }
+
+    /// Grants of `mask` and an open consent session covering the action.
+    fn in_session(granted_mask: i32) -> Held {
+        Held {
+            granted_mask,
+            consent_session: Some(Uuid::from_u128(77)),
+        }
+    }
+
+    const ALL_ACTIONS: [AuditedAction; 10] = [
         AuditedAction::ReadProfile,
         AuditedAction::EditPersonalDetails,
         AuditedAction::ReadRecords,
@@ -627,10 +731,25 @@ mod tests {
         AuditedAction::DeleteRecord,
         AuditedAction::ReadAccessLog,
         AuditedAction::ExportForResearch,
+        AuditedAction::OpenConsent,
     ];
 
     #[test]
-    fn only_doctors_with_write_grants_write_records() {
+    fn a_doctors_grant_alone_opens_nothing_without_a_consent_session() {
+        let doctor = actor(Role::Doctor);
+        for action in ALL_ACTIONS {
+            let refusal = decide(&doctor, Uuid::from_u128(2), action, held(3));
+            assert!(refusal.is_err(), "{action:?}");
+        }
+        assert_eq!(
+            decide(&doctor, Uuid::from_u128(2), AuditedAction::ReadRecords, held(1)),
+            Err("no open consent session: prove consent with openConsent first")
+        );
+        assert!(decide(&doctor, Uuid::from_u128(2), AuditedAction::ReadRecords, in_session(1)).is_ok());
+    }
+
+    #[test]
+    fn only_doctors_in_a_write_consent_session_write_records() {
         let write_actions = [
             AuditedAction::AddRecord,
             AuditedAction::UpdateRecord,
@@ -638,9 +757,10 @@ mod tests {
         ];
         for action in write_actions {
             let doctor = actor(Role::Doctor);
-            assert!(decide(&doctor, Uuid::from_u128(2), action, 2).is_ok());
-            assert!(decide(&doctor, Uuid::from_u128(2), action, 1).is_err());
-            assert!(decide(&actor(Role::Patient), Uuid::from_u128(1), action, 3).is_err());
+            assert!(decide(&doctor, Uuid::from_u128(2), action, in_session(2)).is_ok());
+            assert!(decide(&doctor, Uuid::from_u128(2), action, held(2)).is_err());
+            assert!(decide(&doctor, Uuid::from_u128(2), action, held(1)).is_err());
+            assert!(decide(&actor(Role::Patient), Uuid::from_u128(1), action, held(3)).is_err());
         }
     }
 
@@ -655,7 +775,7 @@ mod tests {
         ] {
             for action in ALL_ACTIONS {
                 assert!(
-                    decide(&actor(role), Uuid::from_u128(1), action, 3).is_err(),
+                    decide(&actor(role), Uuid::from_u128(1), action, held(3)).is_err(),
                     "{role:?} {action:?}"
                 );
             }
@@ -666,8 +786,8 @@ mod tests {
     fn a_patient_reaches_only_their_own_data() {
         let patient = actor(Role::Patient);
         for action in ALL_ACTIONS.into_iter().filter(|a| a.patient_may()) {
-            assert!(decide(&patient, Uuid::from_u128(1), action, 0).is_ok());
-            assert!(decide(&patient, Uuid::from_u128(2), action, 3).is_err());
+            assert!(decide(&patient, Uuid::from_u128(1), action, held(0)).is_ok());
+            assert!(decide(&patient, Uuid::from_u128(2), action, held(3)).is_err());
         }
     }
 
@@ -676,21 +796,21 @@ mod tests {
         for role in [Role::Insurer, Role::Researcher, Role::Government] {
             let recipient = actor(role);
             let patient = Uuid::from_u128(2);
-            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, 4).is_ok());
-            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, 3).is_err());
+            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, held(4)).is_ok());
+            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, held(3)).is_err());
             for action in ALL_ACTIONS
                 .into_iter()
                 .filter(|a| *a != AuditedAction::ExportForResearch)
             {
                 assert!(
-                    decide(&recipient, patient, action, 7).is_err(),
+                    decide(&recipient, patient, action, held(7)).is_err(),
                     "{role:?} {action:?}"
                 );
             }
         }
         for role in [Role::Admin, Role::Doctor, Role::Patient, Role::Auditor] {
             let caller = actor(role);
-            assert!(decide(&caller, caller.user_id, AuditedAction::ExportForResearch, 7).is_err());
+            assert!(decide(&caller, caller.user_id, AuditedAction::ExportForResearch, held(7)).is_err());
         }
     }
 
@@ -783,7 +903,8 @@ mod tests {
             AuditedAction::EditPersonalDetails,
             AuditedAction::ReadAccessLog,
         ] {
-            assert!(decide(&actor(Role::Doctor), Uuid::from_u128(2), action, 3).is_err());
+            let doctor = actor(Role::Doctor);
+            assert!(decide(&doctor, Uuid::from_u128(2), action, in_session(3)).is_err());
         }
     }
 }

@@ -7,7 +7,10 @@ use crate::exports::Exports;
 use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
+use crate::consent::keys::{ConsentKeyError, ConsentKeys};
+use crate::consent::{ConsentConfig, ConsentSettings};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where the anchoring worker puts the outbox's entries.
 #[derive(Clone, Debug)]
@@ -40,6 +43,14 @@ pub struct VaultConfig {
     pub operator_name: String,
     /// Where anchors go.
     pub chain: ChainTarget,
+    /// The directory holding the consent circuit's keys; development keys are made there on the
+    /// first start when it holds none.
+    pub consent_keys_dir: PathBuf,
+    /// The depth (4-ary levels) of development keys made on the first start; keys that exist
+    /// bring their own.
+    pub consent_depth: u32,
+    /// The consent proof flow's time limits.
+    pub consent: ConsentSettings,
 }
 
 impl VaultConfig {
@@ -54,8 +65,22 @@ impl VaultConfig {
             export_dir: PathBuf::from(".medvault/exports"),
             operator_name: "medvault".to_owned(),
             chain: ChainTarget::None,
+            consent_keys_dir: PathBuf::from(".medvault/consent-keys"),
+            consent_depth: medvault_circuits::DEFAULT_DEPTH,
+            consent: ConsentSettings::default(),
         }
     }
+}
+
+/// Loads the consent keys (making development keys on a first start) on a blocking thread.
+pub async fn load_consent_keys(
+    dir: PathBuf,
+    depth_if_created: u32,
+) -> Result<Arc<ConsentKeys>, ConsentKeyError> {
+    tokio::task::spawn_blocking(move || ConsentKeys::load_or_create(&dir, depth_if_created))
+        .await
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+        .map(Arc::new)
 }
 
 /// The services could not start.
@@ -74,6 +99,9 @@ pub enum StartError {
     /// The embedded anchor chain did not start.
     #[error("starting the embedded anchor chain")]
     Chain(#[from] EmbeddedError),
+    /// The consent keys could not be loaded or made.
+    #[error(transparent)]
+    ConsentKeys(#[from] ConsentKeyError),
 }
 
 /// The vault, the export jobs and the anchoring worker of one process. [`Services::start`] is
@@ -94,7 +122,12 @@ impl Services {
         database::migrate(&pool)
             .await
             .map_err(StartError::Migrate)?;
-        let vault = Vault::open(pool, &config.master_key, config.session_ttl)
+        let keys = load_consent_keys(config.consent_keys_dir.clone(), config.consent_depth).await?;
+        let consent = ConsentConfig {
+            keys,
+            settings: config.consent,
+        };
+        let vault = Vault::open(pool, &config.master_key, config.session_ttl, consent)
             .await?
             .with_login_throttle(config.login_throttle);
         let chain = match &config.chain {

@@ -52,6 +52,7 @@ impl Vault {
                     user_id: row.get(0),
                     role: Role::parse(role).ok_or_else(|| VaultError::internal(UnknownRole))?,
                     organization_id: row.get(3),
+                    session: None,
                 };
                 (Some(actor), row.get(1))
             }
@@ -68,6 +69,10 @@ impl Vault {
         };
         self.settle_successful_login(attempt).await?;
         let (token, digest) = auth::new_session_token();
+        let actor = Actor {
+            session: Some(digest),
+            ..actor
+        };
         let expires_at = Utc::now() + self.session_ttl;
         client
             .execute(
@@ -101,12 +106,13 @@ impl Vault {
 
     /// The actor behind a live bearer token, if any.
     pub async fn authenticate(&self, token: &str) -> VaultResult<Option<Actor>> {
+        let digest = auth::token_digest(token);
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
                 &client.prepare_cached("SELECT u.id, u.role, u.organization_id FROM sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.token_sha256 = $1 AND s.revoked_at IS NULL AND s.expires_at > now()").await?,
-                &[&auth::token_digest(token).as_slice()],
+                &[&digest.as_slice()],
             )
             .await?;
         Ok(row.and_then(|row| {
@@ -115,6 +121,7 @@ impl Vault {
                 user_id: row.get(0),
                 role: Role::parse(role)?,
                 organization_id: row.get(2),
+                session: Some(digest),
             })
         }))
     }

@@ -372,6 +372,7 @@ impl Vault {
             user_id: row.get(0),
             role: Role::parse(role).ok_or_else(|| VaultError::internal(UnknownRole))?,
             organization_id: row.get(2),
+            session: None,
         })
     }
 

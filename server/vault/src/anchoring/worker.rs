@@ -108,8 +108,9 @@ async fn anchor_pending(pool: &Pool, chain: &AnchorChain) -> Result<usize, Ancho
     Ok(anchored_ids.len())
 }
 
-/// How long the worker waits between passes that found nothing to anchor.
-const IDLE: Duration = Duration::from_secs(1);
+/// How long the worker waits between passes that found nothing to anchor: also how long a new
+/// consent root can wait before a doctor may prove against it.
+const IDLE: Duration = Duration::from_millis(200);
 
 /// What the worker last did, for callers waiting on it.
 #[derive(Clone, Default)]

@@ -102,6 +102,7 @@ pub async fn seed(
             user_id: admin.id,
             role: Role::Admin,
             organization_id: organization.id,
+            session: None,
         };
         admins.push(admin);
         done += 1;
@@ -126,6 +127,7 @@ pub async fn seed(
                 user_id: user.id,
                 role: Role::Doctor,
                 organization_id: organization.id,
+                session: None,
             })
             .inspect(|_| {
                 done += 1;
@@ -151,6 +153,7 @@ pub async fn seed(
                     user_id: profile.patient_id,
                     role: Role::Patient,
                     organization_id: admin.organization_id,
+                    session: None,
                 })
             })
             .buffered(4)
