@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use medvault_anchor_chain::api;
 use medvault_anchor_chain::audit::{
-    audit_sources, audited_inclusion, audited_manifest_anchor, ChainSources,
+    audit_sources, audited_inclusion, audited_inclusions, audited_manifest_anchor, ChainSources,
 };
 use medvault_anchor_chain::block::{Block, ValidatorKey};
 use medvault_anchor_chain::bytes::{Hash32, PublicKeyBytes};
@@ -16,6 +16,8 @@ use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
 use medvault_anchor_chain::verify::AuditSummary;
+use medvault_vault::consent::audit::{AccessEvidence, AnchoredAt};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -105,6 +107,17 @@ pub enum AuditCommand {
         /// The entry's hash (hex).
         #[arg(long)]
         hash: String,
+    },
+    /// Check every consent proof a vault's database keeps against the chain: each verifying key
+    /// and root anchored (a root before the session it opened), each proof valid, and each
+    /// allowed doctor access inside a verified consent session of that doctor and patient.
+    /// Prints a JSON report and fails if anything is wrong. Needs no master key.
+    Access {
+        /// The vault's PostgreSQL.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[command(flatten)]
+        source: ChainSource,
     },
     /// Re-hash an export's files and check them and the signature against its manifest; with a
     /// chain source, also check that the manifest's hash is anchored in a final block no older
@@ -277,6 +290,10 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 Ok(())
             }
             AuditCommand::Export { dir, source } => audit_export(&dir, &source.to_sources()?).await,
+            AuditCommand::Access {
+                database_url,
+                source,
+            } => audit_access(&database_url, &source.to_sources()?).await,
             AuditCommand::Entry { source, hash } => {
                 let hash =
                     Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
@@ -291,6 +308,41 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+/// Reads the database's consent evidence, looks up the entries it needs on the audited chain,
+/// and checks it.
+async fn audit_access(database_url: &str, sources: &ChainSources) -> anyhow::Result<()> {
+    let pool = medvault_vault::database::connect_pool(database_url, 1)?;
+    let client = pool.get().await.context("connecting to the database")?;
+    let evidence = AccessEvidence::read(&client)
+        .await
+        .context("reading the consent evidence")?;
+    let hashes: Vec<Hash32> = evidence
+        .entries_to_look_up()
+        .iter()
+        .map(|entry| entry.hash())
+        .collect();
+    let anchored: HashMap<Hash32, AnchoredAt> = audited_inclusions(sources, &hashes)
+        .await?
+        .into_iter()
+        .map(|(hash, proof)| {
+            let at = AnchoredAt {
+                height: proof.header.height,
+                timestamp_ms: proof.header.timestamp_ms,
+            };
+            (hash, at)
+        })
+        .collect();
+    let report = tokio::task::spawn_blocking(move || evidence.check(&anchored)).await?;
+    println!("{}", to_json(&report));
+    if !report.problems.is_empty() {
+        bail!(
+            "{} problem(s) found in the consent evidence",
+            report.problems.len()
+        );
+    }
+    Ok(())
 }
 
 /// Checks an export's files and signature, and, given a chain source, that its manifest is

@@ -38,6 +38,18 @@ pub struct StorageArgs {
         conflicts_with = "master_key_file"
     )]
     master_key: Option<String>,
+    /// The directory of the consent circuit's Groth16 keys (from `medvault keys ceremony`);
+    /// when it holds none, development keys are made there with a single-party setup.
+    #[arg(
+        long,
+        env = "MEDVAULT_CONSENT_KEYS",
+        default_value = ".medvault/consent-keys"
+    )]
+    consent_keys: PathBuf,
+    /// The consent tree depth (4-ary levels; 10 holds 2^20 grants) of development keys made on
+    /// a first start; existing keys bring their own.
+    #[arg(long, env = "MEDVAULT_CONSENT_DEPTH", default_value_t = medvault_circuits::DEFAULT_DEPTH)]
+    consent_depth: u32,
 }
 
 #[derive(Args)]
@@ -56,6 +68,9 @@ pub struct DemoArgs {
     /// Seed, print the logins, and exit instead of serving.
     #[arg(long)]
     seed_only: bool,
+    /// Where the demo doctors' grantee secrets are kept, as each doctor's own machine would.
+    #[arg(long, default_value = ".medvault/doctors")]
+    doctor_secrets: PathBuf,
     /// Where the embedded single-validator anchor chain keeps its key, genesis and blocks.
     #[arg(long, default_value = ".medvault/chain")]
     chain_dir: PathBuf,
@@ -144,6 +159,8 @@ impl StorageArgs {
         };
         VaultConfig {
             chain,
+            consent_keys_dir: self.consent_keys.clone(),
+            consent_depth: self.consent_depth,
             ..VaultConfig::new(database.url.clone(), master_key)
         }
     }
@@ -185,6 +202,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             services.vault(),
             services.exports(),
             size,
+            &args.doctor_secrets,
             |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);

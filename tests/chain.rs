@@ -799,6 +799,8 @@ async fn the_anchoring_worker_anchors_on_the_validator_cluster() {
         .await
         .expect("a test database");
     let config = VaultConfig {
+        consent_keys_dir: dir.path().join("consent-keys"),
+        consent_depth: 1,
         chain: ChainTarget::Cluster(cluster.addresses[&leader].clone()),
         ..VaultConfig::new(database_url.clone(), MasterKeySource::Hex("24".repeat(32)))
     };

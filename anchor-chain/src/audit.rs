@@ -12,6 +12,7 @@ use crate::storage::{ChainStore, OpenError, CHAIN_FILE, LOG_FILE};
 use crate::verify::{
     audit_chain, check_conflict, verify_entry, AuditError, AuditReport, EntryProof,
 };
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Where the chain to audit comes from, and what to trust.
@@ -195,6 +196,31 @@ pub async fn audited_inclusion(
     entry_hash: &Hash32,
 ) -> Result<Option<EntryProof>, SourceAuditError> {
     let audited = audit_sources(sources).await?;
+    checked_inclusion(sources, &audited, entry_hash).await
+}
+
+/// Audits the sources' chain once, then looks up each of `entry_hashes` in its final blocks:
+/// the checked proofs of those the chain holds, by entry hash.
+pub async fn audited_inclusions(
+    sources: &ChainSources,
+    entry_hashes: &[Hash32],
+) -> Result<HashMap<Hash32, EntryProof>, SourceAuditError> {
+    let audited = audit_sources(sources).await?;
+    let mut proofs = HashMap::new();
+    for entry_hash in entry_hashes {
+        if let Some(proof) = checked_inclusion(sources, &audited, entry_hash).await? {
+            proofs.insert(*entry_hash, proof);
+        }
+    }
+    Ok(proofs)
+}
+
+/// The proof that `entry_hash` is in a final block of the audited chain, checked against it.
+async fn checked_inclusion(
+    sources: &ChainSources,
+    audited: &AuditedChain,
+    entry_hash: &Hash32,
+) -> Result<Option<EntryProof>, SourceAuditError> {
     let proof = if let Some(state) = &audited.stored_state {
         state.proof(entry_hash)
     } else if let Some(node) = sources.nodes.first() {

@@ -92,6 +92,10 @@ impl Application {
                 .route("/graphql", web::post().to(graphql_endpoint))
                 .route("/graphql", web::get().to(graphiql))
                 .route("/exports/{job}/{file}", web::get().to(export_file))
+                .route(
+                    graphql::consent::PROVING_KEY_PATH,
+                    web::get().to(consent_proving_key),
+                )
                 .route("/health", web::get().to(health))
                 .route("/ready", web::get().to(ready))
                 .route("/metrics", web::get().to(metrics))
@@ -379,6 +383,15 @@ async fn graphiql(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .body(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+/// The consent circuit's proving key, public: a client checks it against `consentKeys
+/// { provingKeyHash }` before proving with it.
+async fn consent_proving_key(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header(("Cache-Control", "public, max-age=3600"))
+        .body(actix_web::web::Bytes::from_owner(state.vault.consent_proving_key()))
 }
 
 async fn health() -> HttpResponse {

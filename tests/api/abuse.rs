@@ -322,6 +322,7 @@ async fn a_mutation_refuses_a_result_it_could_not_show_before_writing() {
     let (doctor_id, doctor) = app.create_doctor(&admin, "dr-w").await;
     let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
     app.grant(&patient, &doctor_id, &["WRITE"]).await;
+    app.open_consent(&doctor, &patient_id, &["WRITE"]).await;
     let add = "mutation($p: ID!, $r: MedicalRecordInput!) {
         addMedicalRecord(patientId: $p, record: $r) { id patient { personal { fullName } } } }";
     app.graphql(

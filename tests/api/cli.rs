@@ -1,10 +1,13 @@
 //! The `medvault` binary as an operator uses it.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{consent_keys, spawn_app};
 use std::process::Command;
 
+/// The binary, with the test binary's consent keys (so no command makes keys of its own).
 fn medvault() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_medvault"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medvault"));
+    command.env("MEDVAULT_CONSENT_KEYS", &consent_keys().0);
+    command
 }
 
 #[test]

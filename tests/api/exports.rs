@@ -1,7 +1,7 @@
 //! Anonymized exports end to end: research consent, ceilings, jobs, downloads, real readers and
 //! the anchor.
 
-use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{consent_keys, spawn_app, spawn_app_with, AppOptions, TestApp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,6 +104,8 @@ async fn patient_with_record(
         .create_patient(&setting.admin, username, full_name)
         .await;
     app.grant(&patient, &setting.doctor_id, &["READ", "WRITE"])
+        .await;
+    app.open_consent(&setting.doctor, &patient_id, &["WRITE"])
         .await;
     app.add_record(&setting.doctor, &patient_id, value).await;
     let grant = if consents {
@@ -732,6 +734,7 @@ async fn the_operator_exports_from_the_command_line_and_anchors_at_once() {
             .arg(work.path().join("chain"))
             .env("DATABASE_URL", &app.database_url)
             .env("MEDVAULT_MASTER_KEY", &app.master_key_hex)
+            .env("MEDVAULT_CONSENT_KEYS", &consent_keys().0)
             .output()
             .expect("run medvault export")
     };

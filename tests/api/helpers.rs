@@ -12,10 +12,34 @@ use medvault_vault::auth::Operator;
 use medvault_vault::{
     ChainTarget, LoginThrottle, MasterKeySource, NewStaffUser, Vault, VaultConfig,
 };
+use medvault_circuits::field::{field_from_hex, field_to_hex};
+use medvault_circuits::{
+    ConsentProvingKey, ConsentWitness, GranteeSecret, MerklePath, PublicInputs, Scope,
+};
 use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The consent tree depth of test servers: 4^3 = 64 grants per hospital, keys made in a second.
+pub const CONSENT_DEPTH: u32 = 3;
+
+/// The consent keys every test server of this binary uses, made once in a temporary directory,
+/// and the proving key loaded from it.
+pub fn consent_keys() -> &'static (PathBuf, ConsentProvingKey) {
+    static KEYS: OnceLock<(PathBuf, ConsentProvingKey)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("medvault-consent-keys-{}", Uuid::new_v4()));
+        medvault_vault::consent::keys::ConsentKeys::load_or_create(&dir, CONSENT_DEPTH)
+            .expect("test consent keys");
+        let proving = ConsentProvingKey::read(&dir.join(medvault_circuits::setup::PROVING_KEY_FILE))
+            .expect("read the proving key");
+        (dir, proving)
+    })
+}
 
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
@@ -31,6 +55,9 @@ pub struct TestApp {
     /// Where the application's embedded chain lives, with [`AppOptions::anchoring`].
     pub chain_dir: Option<std::path::PathBuf>,
     http: reqwest::Client,
+    /// The grantee secret of each doctor [`TestApp::create_doctor`] made, by their token: what
+    /// each doctor's own machine would hold.
+    secrets: Mutex<HashMap<String, GranteeSecret>>,
 }
 
 /// Everything a server can be configured with in tests.
@@ -41,6 +68,8 @@ pub struct AppOptions {
     /// Anchor on an embedded chain in a fresh temporary directory (slower to start, so only
     /// for the tests that look at anchors).
     pub anchoring: bool,
+    /// The consent proof flow's time limits.
+    pub consent: medvault_vault::consent::ConsentSettings,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -79,6 +108,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             chain: chain_dir
                 .clone()
                 .map_or(ChainTarget::None, ChainTarget::Embedded),
+            consent_keys_dir: consent_keys().0.clone(),
+            consent: options.consent,
             ..VaultConfig::new(
                 database_url.clone(),
                 MasterKeySource::Hex(master_key_hex.clone()),
@@ -99,7 +130,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         anchoring,
         chain_dir,
         http: reqwest::Client::new(),
+        secrets: Mutex::new(HashMap::new()),
     }
+}
+
+/// What `openConsent` is sent: the challenge, the root proved against and the proof, in the
+/// API's hex forms.
+#[derive(Clone, Debug)]
+pub struct ConsentOpening {
+    pub challenge: String,
+    pub root: String,
+    pub proof: String,
 }
 
 /// A hospital with an admin, a doctor, and a patient who granted that doctor read and write.
@@ -211,12 +252,14 @@ impl TestApp {
     }
 
     /// The usual cast of a test: admin `admin-a`, doctor `dr-a`, patient `jane` ("Jane Roe")
-    /// who granted dr-a read and write.
+    /// who granted dr-a read and write, and a consent session dr-a opened with a proof.
     pub async fn care_team(&self) -> CareTeam {
         let admin = self.bootstrap_admin("St. Mary's", "admin-a").await;
         let (doctor_id, doctor) = self.create_doctor(&admin, "dr-a").await;
         let (patient_id, patient) = self.create_patient(&admin, "jane", "Jane Roe").await;
         self.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
+        self.open_consent(&doctor, &patient_id, &["READ", "WRITE"])
+            .await;
         CareTeam {
             admin,
             doctor,
@@ -242,8 +285,139 @@ impl TestApp {
         self.login(username).await
     }
 
-    /// An admin creates a doctor; returns (id, token).
+    /// An admin creates a doctor, who makes a grantee secret and registers its commitment;
+    /// returns (id, token).
     pub async fn create_doctor(&self, admin: &str, username: &str) -> (String, String) {
+        let (id, token) = self.create_doctor_without_key(admin, username).await;
+        let secret = GranteeSecret::generate(&mut medvault_circuits::OsRng);
+        self.register_grantee_key(&token, &secret).await.data();
+        self.secrets
+            .lock()
+            .expect("secrets")
+            .insert(token.clone(), secret);
+        (id, token)
+    }
+
+    /// A doctor registers the commitment to `secret`.
+    pub async fn register_grantee_key(&self, doctor: &str, secret: &GranteeSecret) -> Answer {
+        self.graphql(
+            Some(doctor),
+            "mutation($c: String!) { registerGranteeKey(commitment: $c) { commitment rekeyedGrants } }",
+            json!({ "c": field_to_hex(secret.commitment()) }),
+        )
+        .await
+    }
+
+    /// The secret [`TestApp::create_doctor`] made for the doctor signed in with `doctor`.
+    pub fn secret_of(&self, doctor: &str) -> GranteeSecret {
+        self.secrets
+            .lock()
+            .expect("secrets")
+            .get(doctor)
+            .cloned()
+            .expect("a doctor made by create_doctor")
+    }
+
+    /// Proves the doctor's consent to `scopes` on the patient and opens a consent session for
+    /// the doctor's token, asserting it opens.
+    pub async fn open_consent(&self, doctor: &str, patient_id: &str, scopes: &[&str]) {
+        let opening = self
+            .prepare_consent(doctor, &self.secret_of(doctor), patient_id, scopes)
+            .await;
+        self.try_open_consent(doctor, patient_id, scopes, &opening)
+            .await
+            .data();
+    }
+
+    /// A challenge and witness fetched for the doctor, and a proof made with `secret`: an
+    /// opening not yet sent.
+    pub async fn prepare_consent(
+        &self,
+        doctor: &str,
+        secret: &GranteeSecret,
+        patient_id: &str,
+        scopes: &[&str],
+    ) -> ConsentOpening {
+        let challenge = self
+            .graphql(
+                Some(doctor),
+                "mutation($p: ID!, $s: [AccessScope!]!) { consentChallenge(patientId: $p, scopes: $s) {
+                   challenge now patientPseudonym requiredScope } }",
+                json!({ "p": patient_id, "s": scopes }),
+            )
+            .await;
+        let challenge = challenge.data()["consentChallenge"].clone();
+        let witness = self
+            .graphql(
+                Some(doctor),
+                "query($p: ID!) { consentWitness(patientId: $p) {
+                   root grantedScope expiry salt leafIndex path } }",
+                json!({ "p": patient_id }),
+            )
+            .await;
+        let witness = witness.data()["consentWitness"].clone();
+        let field = |value: &Value| field_from_hex("test", value.as_str().expect("hex")).expect("field");
+        let public = PublicInputs {
+            root: field(&witness["root"]),
+            patient_pseudonym: field(&challenge["patientPseudonym"]),
+            required_scope: Scope::from_bits(challenge["requiredScope"].as_u64().expect("scope") as u16),
+            now: challenge["now"].as_u64().expect("now"),
+            challenge: field(&challenge["challenge"]),
+        };
+        let siblings = witness["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(|level| {
+                let level: Vec<_> = level.as_array().expect("level").iter().map(field).collect();
+                [level[0], level[1], level[2]]
+            })
+            .collect();
+        let private = ConsentWitness {
+            grantee_secret: secret.field_element(),
+            granted_scope: Scope::from_bits(witness["grantedScope"].as_u64().expect("scope") as u16),
+            expiry: witness["expiry"].as_u64().expect("expiry"),
+            salt: field(&witness["salt"]),
+            path: MerklePath {
+                leaf_index: witness["leafIndex"].as_u64().expect("index"),
+                siblings,
+            },
+        };
+        let proof = medvault_circuits::prove(
+            &consent_keys().1,
+            &public,
+            &private,
+            &mut medvault_circuits::OsRng,
+        )
+        .expect("prove");
+        ConsentOpening {
+            challenge: field_to_hex(public.challenge),
+            root: field_to_hex(public.root),
+            proof: hex::encode(proof.to_bytes()),
+        }
+    }
+
+    /// Sends an opening.
+    pub async fn try_open_consent(
+        &self,
+        doctor: &str,
+        patient_id: &str,
+        scopes: &[&str],
+        opening: &ConsentOpening,
+    ) -> Answer {
+        self.graphql(
+            Some(doctor),
+            "mutation($p: ID!, $s: [AccessScope!]!, $c: String!, $r: String!, $x: String!) {
+               openConsent(patientId: $p, scopes: $s, challenge: $c, root: $r, proof: $x) {
+                 id scopes expiresAt } }",
+            json!({ "p": patient_id, "s": scopes, "c": opening.challenge, "r": opening.root,
+                    "x": opening.proof }),
+        )
+        .await
+    }
+
+    /// An admin creates a doctor who registers no grantee key; returns (id, token).
+    pub async fn create_doctor_without_key(&self, admin: &str, username: &str) -> (String, String) {
         let answer = self
             .graphql(
                 Some(admin),

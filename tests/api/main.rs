@@ -6,6 +6,7 @@ mod authorization;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod consent;
 mod encryption_at_rest;
 mod exports;
 mod helpers;

@@ -1,8 +1,9 @@
 //! What `medvault serve` checks before it serves: the port, the master key against the
 //! database, and the throwaway clusters of processes that died.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{consent_keys, spawn_app, CONSENT_DEPTH};
 use medvault_server::postgres_cluster::{ScratchServer, ThrowawayCluster};
+use medvault_vault::consent::{ConsentConfig, ConsentSettings};
 use medvault_vault::database;
 use medvault_vault::MasterKeySource;
 use medvault_vault::{OpenVaultError, Vault};
@@ -25,6 +26,15 @@ fn write_key_file(path: &Path, hex: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
+/// The consent side test servers open with.
+fn test_consent() -> ConsentConfig {
+    ConsentConfig {
+        keys_dir: consent_keys().0.clone(),
+        depth_if_created: CONSENT_DEPTH,
+        settings: ConsentSettings::default(),
+    }
+}
+
 /// Runs `medvault serve` on a free port against `database_url` with the key file `key`, for a
 /// start that is expected to fail.
 fn serve_expecting_failure(database_url: &str, key: &Path, bind: &str) -> Output {
@@ -33,6 +43,7 @@ fn serve_expecting_failure(database_url: &str, key: &Path, bind: &str) -> Output
         .env("DATABASE_URL", database_url)
         .env("MEDVAULT_MASTER_KEY_FILE", key)
         .env_remove("MEDVAULT_MASTER_KEY")
+        .env("MEDVAULT_CONSENT_KEYS", &consent_keys().0)
         .output()
         .expect("run medvault serve");
     assert!(
@@ -63,6 +74,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_file() {
         app.vault.pool().clone(),
         &MasterKeySource::Hex(OTHER_KEY.into()),
         chrono::Duration::hours(1),
+        test_consent(),
     )
     .await;
     assert!(matches!(opened, Err(OpenVaultError::WrongKey { .. })));
@@ -93,7 +105,7 @@ async fn a_database_from_before_key_checks_is_verified_against_its_patients() {
     let open = |hex: &str| {
         let source = MasterKeySource::Hex(hex.into());
         let pool = app.vault.pool().clone();
-        async move { Vault::open(pool, &source, chrono::Duration::hours(1)).await }
+        async move { Vault::open(pool, &source, chrono::Duration::hours(1), test_consent()).await }
     };
     assert!(matches!(
         open(OTHER_KEY).await,
@@ -173,6 +185,7 @@ async fn a_killed_server_leaves_no_throwaway_cluster_behind_its_next_start() {
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .env_remove("DATABASE_URL")
         .env("MEDVAULT_MASTER_KEY_FILE", dir.join("master.key"))
+        .env("MEDVAULT_CONSENT_KEYS", &consent_keys().0)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -161,6 +161,10 @@ async fn granting_and_revoking_access_opens_and_closes_a_doctors_view() {
         .await
         .expect_error("FORBIDDEN");
     let grant_id = app.grant(&patient, &doctor_id, &["READ"]).await;
+    app.graphql(Some(&doctor), read_profile, json!({ "id": patient_id }))
+        .await
+        .expect_error("FORBIDDEN");
+    app.open_consent(&doctor, &patient_id, &["READ"]).await;
 
     let listed = app
         .graphql(

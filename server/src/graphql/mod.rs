@@ -3,6 +3,7 @@
 //! know GraphQL exists.
 
 pub mod bounds;
+pub mod consent;
 mod exports;
 mod loaders;
 mod mutation;

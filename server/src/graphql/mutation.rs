@@ -1,5 +1,6 @@
 //! Write operations.
 
+use super::consent::{field_argument, ConsentChallenge, ConsentSession, GranteeKey};
 use super::exports::{ExportCeilingRules, ExportCeilingView, ExportJob, ExportPolicyInput};
 use super::types::{DeletedRecord, Grant, MedicalRecord, Organization, Patient, Session, User};
 use super::vocabulary::{
@@ -277,6 +278,66 @@ impl MutationRoot {
                 .revoke_access(&actor(ctx)?, parse_id(&grant_id, "grantId")?)
                 .await?,
         ))
+    }
+
+    /// A doctor registers the commitment to a grantee secret only they hold (made with
+    /// `medvault doctor keygen`). A new commitment re-keys the doctor's live grants; the old
+    /// secret proves nothing from then on.
+    async fn register_grantee_key(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(max_length = 66))] commitment: String,
+    ) -> Result<GranteeKey> {
+        let commitment = field_argument("commitment", &commitment)?;
+        let vault = ctx.data::<Vault>()?;
+        Ok(GranteeKey(
+            vault
+                .register_grantee_key(&actor(ctx)?, commitment)
+                .await?,
+        ))
+    }
+
+    /// A single-use challenge for the calling doctor's session, to prove consent to `scopes`
+    /// on a patient's data with.
+    async fn consent_challenge(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        #[graphql(validator(max_items = 3))] scopes: Vec<AccessScope>,
+    ) -> Result<ConsentChallenge> {
+        let patient = parse_id(&patient_id, "patientId")?;
+        let vault = ctx.data::<Vault>()?;
+        let scopes: Vec<domain::AccessScope> = scopes.into_iter().map(Into::into).collect();
+        Ok(ConsentChallenge(
+            vault
+                .consent_challenge(&actor(ctx)?, patient, &scopes)
+                .await?,
+        ))
+    }
+
+    /// Verifies a consent proof against the patient's hospital's anchored consent root and
+    /// opens a consent session: from then on this bearer session may use `scopes` on the
+    /// patient until the grant expires, is revoked, or 15 minutes pass.
+    async fn open_consent(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: ID,
+        #[graphql(validator(max_items = 3))] scopes: Vec<AccessScope>,
+        #[graphql(validator(max_length = 66))] challenge: String,
+        #[graphql(validator(max_length = 66))] root: String,
+        #[graphql(validator(max_length = 512))] proof: String,
+    ) -> Result<ConsentSession> {
+        let patient = parse_id(&patient_id, "patientId")?;
+        let challenge = field_argument("challenge", &challenge)?;
+        let root = field_argument("root", &root)?;
+        let proof = hex::decode(&proof)
+            .map_err(|_| ApiError::BadUserInput("proof must be hex".into()))?;
+        let vault = ctx.data::<Vault>()?;
+        let scopes: Vec<domain::AccessScope> = scopes.into_iter().map(Into::into).collect();
+        let session = vault
+            .open_consent(&actor(ctx)?, patient, &scopes, challenge, root, &proof)
+            .await?;
+        Ok(session.into())
     }
 
     /// A doctor with a live write grant adds a record for the patient.

@@ -1,5 +1,6 @@
 //! Read operations.
 
+use super::consent::{AccessProof, ConsentKeys, ConsentWitness};
 use super::exports::{ExportCeilingView, ExportJob, HospitalExportCeiling};
 use super::types::{
     Grant, MedicalRecord, Organization, Patient, PatientSummary, RecordVersion, User,
@@ -18,6 +19,37 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
+    /// The consent circuit's keys in use: the tree depth, the verifying key's hash and where it
+    /// is anchored, and where to fetch the proving key. Public.
+    async fn consent_keys(&self, ctx: &Context<'_>) -> Result<ConsentKeys> {
+        Ok(ConsentKeys(ctx.data::<Vault>()?.consent_keys().await?))
+    }
+
+    /// The calling doctor's own consent leaf for a patient who granted them access: its private
+    /// fields and its path to the current root, to prove with.
+    async fn consent_witness(&self, ctx: &Context<'_>, patient_id: ID) -> Result<ConsentWitness> {
+        let patient = parse_id(&patient_id, "patientId")?;
+        let vault = ctx.data::<Vault>()?;
+        Ok(ConsentWitness(
+            vault.consent_witness(&actor(ctx)?, patient).await?,
+        ))
+    }
+
+    /// For auditors: every verified consent proof with its public inputs, oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn access_proofs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, AccessProof>> {
+        let vault = ctx.data::<Vault>()?;
+        let page = vault
+            .access_proofs(&actor(ctx)?, page_request::<Uuid>(after, first)?)
+            .await?;
+        Ok(to_connection(page, |proof| proof.session_id, AccessProof))
+    }
+
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<User> {
         let caller = actor(ctx)?;

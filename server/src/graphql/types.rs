@@ -4,7 +4,7 @@
 use super::vocabulary::{
     AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
 };
-use super::{loaders::UserLoader, page_request, permit, to_connection, viewer, Cursor};
+use super::{actor, loaders::UserLoader, page_request, permit, to_connection, viewer, Cursor};
 use crate::error::ApiError;
 use async_graphql::connection::Connection;
 use async_graphql::dataloader::DataLoader;
@@ -124,6 +124,15 @@ impl Patient {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+    /// The patient's pseudonym in consent proofs (a field element keyed by the server): shown to
+    /// the patient and to doctors holding a live grant from them.
+    async fn pseudonym(&self, ctx: &Context<'_>) -> Result<String> {
+        let vault = ctx.data::<Vault>()?;
+        let pseudonym = vault
+            .patient_pseudonym(&actor(ctx)?, self.0.patient_id)
+            .await?;
+        Ok(medvault_circuits::field::field_to_hex(pseudonym))
     }
     /// The patient's account.
     async fn account(&self, ctx: &Context<'_>) -> Result<User> {

@@ -45,7 +45,7 @@ pub use policy::{
 };
 pub use records::{RecordVersion, StoredRecord, VersionOperation, MAX_RECORDS_PER_BATCH};
 pub use research::ResearchSnapshot;
-pub use services::{load_consent_keys, ChainTarget, Services, StartError, VaultConfig};
+pub use services::{ChainTarget, Services, StartError, VaultConfig};
 pub use sessions::Session;
 pub use users::{NewStaffUser, Organization, UserInfo};
 

@@ -7,10 +7,8 @@ use crate::exports::Exports;
 use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
-use crate::consent::keys::{ConsentKeyError, ConsentKeys};
 use crate::consent::{ConsentConfig, ConsentSettings};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Where the anchoring worker puts the outbox's entries.
 #[derive(Clone, Debug)]
@@ -72,17 +70,6 @@ impl VaultConfig {
     }
 }
 
-/// Loads the consent keys (making development keys on a first start) on a blocking thread.
-pub async fn load_consent_keys(
-    dir: PathBuf,
-    depth_if_created: u32,
-) -> Result<Arc<ConsentKeys>, ConsentKeyError> {
-    tokio::task::spawn_blocking(move || ConsentKeys::load_or_create(&dir, depth_if_created))
-        .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
-        .map(Arc::new)
-}
-
 /// The services could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,9 +86,6 @@ pub enum StartError {
     /// The embedded anchor chain did not start.
     #[error("starting the embedded anchor chain")]
     Chain(#[from] EmbeddedError),
-    /// The consent keys could not be loaded or made.
-    #[error(transparent)]
-    ConsentKeys(#[from] ConsentKeyError),
 }
 
 /// The vault, the export jobs and the anchoring worker of one process. [`Services::start`] is
@@ -122,10 +106,16 @@ impl Services {
         database::migrate(&pool)
             .await
             .map_err(StartError::Migrate)?;
-        let keys = load_consent_keys(config.consent_keys_dir.clone(), config.consent_depth).await?;
         let consent = ConsentConfig {
-            keys,
-            settings: config.consent,
+            keys_dir: config.consent_keys_dir.clone(),
+            depth_if_created: config.consent_depth,
+            settings: ConsentSettings {
+                anchoring_wait: config
+                    .consent
+                    .anchoring_wait
+                    .filter(|_| !matches!(config.chain, ChainTarget::None)),
+                ..config.consent
+            },
         };
         let vault = Vault::open(pool, &config.master_key, config.session_ttl, consent)
             .await?

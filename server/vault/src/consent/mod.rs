@@ -44,8 +44,10 @@ pub struct ConsentSettings {
     pub root_window: Duration,
     /// How long a consent session lasts at most (it ends sooner with its grant).
     pub session_ttl: Duration,
-    /// How long opening waits for the proof's root to be anchored before refusing.
-    pub anchoring_wait: std::time::Duration,
+    /// How long opening waits for the proof's root to be anchored before refusing; `None` for
+    /// a process with no chain, which accepts roots still in the outbox (`medvault audit
+    /// access` then reports every access they opened).
+    pub anchoring_wait: Option<std::time::Duration>,
 }
 
 impl Default for ConsentSettings {
@@ -54,16 +56,18 @@ impl Default for ConsentSettings {
             challenge_ttl: Duration::seconds(60),
             root_window: Duration::seconds(10),
             session_ttl: Duration::minutes(15),
-            anchoring_wait: std::time::Duration::from_secs(3),
+            anchoring_wait: Some(std::time::Duration::from_secs(3)),
         }
     }
 }
 
 /// What the vault's consent side is opened with.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ConsentConfig {
-    /// The circuit's keys.
-    pub keys: Arc<ConsentKeys>,
+    /// The directory of the circuit's keys.
+    pub keys_dir: std::path::PathBuf,
+    /// The depth of development keys made there when it holds none.
+    pub depth_if_created: u32,
     /// The flow's time limits.
     pub settings: ConsentSettings,
 }
@@ -92,6 +96,9 @@ pub enum ConsentStartError {
     /// A stored value is unreadable.
     #[error("reading the consent trees")]
     Stored(#[from] VaultError),
+    /// The keys could not be loaded or made.
+    #[error(transparent)]
+    Keys(#[from] keys::ConsentKeyError),
 }
 
 /// The vault's consent side: keys, trees and limits.
@@ -109,8 +116,13 @@ impl Consent {
         master: &crate::crypto::MasterKey,
         config: ConsentConfig,
     ) -> Result<Consent, ConsentStartError> {
-        let trees = ConsentTrees::load_checked(client, master, config.keys.depth()).await?;
-        let keys = &config.keys;
+        let dir = config.keys_dir.clone();
+        let depth = config.depth_if_created;
+        let keys = tokio::task::spawn_blocking(move || ConsentKeys::load_or_create(&dir, depth))
+            .await
+            .map_err(VaultError::internal)??;
+        let keys = Arc::new(keys);
+        let trees = ConsentTrees::load_checked(client, master, keys.depth()).await?;
         let known = client
             .query_opt(
                 "SELECT 1 FROM consent_verifying_keys WHERE key_sha3 = $1",
@@ -142,7 +154,7 @@ impl Consent {
                 .await?;
         }
         Ok(Consent {
-            keys: config.keys,
+            keys,
             trees,
             settings: config.settings,
         })
@@ -659,6 +671,7 @@ impl Vault {
             record: None,
             decision: Ok(()),
             consent_session: Some(id),
+            note: None,
         }
         .append(&transaction)
         .await
@@ -720,7 +733,10 @@ impl Vault {
         if replaced_at.is_some_and(|replaced_at| replaced_at < window_start) {
             return Err(Refusal::Denied("the root is older than the accepted window"));
         }
-        let deadline = tokio::time::Instant::now() + self.consent.settings.anchoring_wait;
+        let Some(wait) = self.consent.settings.anchoring_wait else {
+            return Ok(sequence);
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let anchored: Option<i64> = client
                 .query_one(

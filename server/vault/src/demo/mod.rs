@@ -8,9 +8,11 @@ use crate::auth::{Actor, Operator};
 use crate::domain::{
     AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
 };
-use crate::error::VaultResult;
+use crate::error::{VaultError, VaultResult};
 use crate::exports::Exports;
-use crate::{AuditedAction, NewStaffUser, Vault};
+use crate::{NewStaffUser, Vault};
+use medvault_circuits::GranteeSecret;
+use std::path::{Path, PathBuf};
 use chrono::{Duration, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use medvault_exporter::ExportCeiling;
@@ -70,14 +72,23 @@ pub struct DemoLogins {
     pub records: usize,
 }
 
-/// Builds the data set, calling `progress` after each unit of work with (done, total).
+/// The file a demo doctor's grantee secret is kept in, under the demo's directory of secrets.
+pub fn doctor_secret_path(secrets: &Path, username: &str) -> PathBuf {
+    secrets.join(format!("{username}.secret"))
+}
+
+/// Builds the data set, calling `progress` after each unit of work with (done, total). Each demo
+/// doctor's grantee secret is kept in `doctor_secrets` (made there on the first run, reused
+/// after), as a doctor's own machine would keep it, and only its commitment is registered.
 pub async fn seed(
     operator: &Operator,
     vault: &Vault,
     exports: &Exports,
     size: DemoSize,
+    doctor_secrets: &Path,
     progress: impl Fn(u64, u64),
 ) -> VaultResult<DemoLogins> {
+    std::fs::create_dir_all(doctor_secrets).map_err(VaultError::internal)?;
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let total_units =
         (size.hospitals * (1 + size.doctors_per_hospital + 2 * size.patients_per_hospital)) as u64;
@@ -121,14 +132,21 @@ pub async fn seed(
             })
             .collect();
         let created: Vec<Actor> = stream::iter(staff)
-            .map(|user| vault.create_staff_user(&admin, None, user))
-            .buffered(4)
-            .map_ok(|user| Actor {
-                user_id: user.id,
-                role: Role::Doctor,
-                organization_id: organization.id,
-                session: None,
+            .map(|user| async move {
+                let user = vault.create_staff_user(&admin, None, user).await?;
+                let doctor = Actor {
+                    user_id: user.id,
+                    role: Role::Doctor,
+                    organization_id: organization.id,
+                    session: None,
+                };
+                let secret = demo_doctor_secret(&doctor_secret_path(doctor_secrets, &user.username))?;
+                vault
+                    .register_grantee_key(&doctor, secret.commitment())
+                    .await?;
+                Ok::<_, VaultError>(doctor)
             })
+            .buffered(4)
             .inspect(|_| {
                 done += 1;
                 progress(done, total_units);
@@ -226,7 +244,7 @@ pub async fn seed(
                 .collect();
             records += contents.len();
             let permit = vault
-                .authorize(own_doctor, patient.user_id, AuditedAction::AddRecord, None)
+                .seed_permit(operator, own_doctor, patient.user_id)
                 .await?;
             vault.add_records(&permit, contents).await?;
             if let Some(institute) = institute.filter(|_| rng.gen_bool(RESEARCH_CONSENT_SHARE)) {
@@ -249,6 +267,16 @@ pub async fn seed(
         patient_id: first_patient.map(|p| p.user_id).unwrap_or_default(),
         records,
     })
+}
+
+/// The demo doctor's secret in `path`, made there on the first run.
+fn demo_doctor_secret(path: &Path) -> VaultResult<GranteeSecret> {
+    if path.exists() {
+        return GranteeSecret::read(path).map_err(VaultError::internal);
+    }
+    let secret = GranteeSecret::generate(&mut medvault_circuits::OsRng);
+    secret.write_new(path).map_err(VaultError::internal)?;
+    Ok(secret)
 }
 
 async fn first_granted_doctor(
