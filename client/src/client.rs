@@ -259,6 +259,7 @@ impl MedvaultClient {
 
     /// Asks for a challenge and the doctor's grant (together), checks the statement and proves
     /// it on a blocking thread with the operating system's randomness; sends nothing else.
+    /// `scopes` are sent each once, `READ` first, whatever order and repetitions they came in.
     pub async fn prepare_proof(
         &self,
         key: &Arc<ConsentProvingKey>,
@@ -266,9 +267,12 @@ impl MedvaultClient {
         patient_id: &str,
         scopes: &[AccessScope],
     ) -> Result<PreparedOpening, ClientError> {
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
         let (challenge, grant) = tokio::try_join!(
             async {
-                let variables = json!({"patientId": patient_id, "scopes": scopes});
+                let variables = json!({"patientId": patient_id, "scopes": &scopes});
                 ConsentChallenge::from_data(self.graphql(CONSENT_CHALLENGE, variables).await?)
             },
             async {
@@ -279,7 +283,6 @@ impl MedvaultClient {
         let key = Arc::clone(key);
         let secret = secret.clone();
         let patient_id = patient_id.to_owned();
-        let scopes = scopes.to_vec();
         tokio::task::spawn_blocking(move || {
             PreparedOpening::prove(
                 &key, &secret, patient_id, scopes, challenge, grant, &mut OsRng,

@@ -18,7 +18,7 @@ use std::fmt;
 
 /// A scope a doctor opens a consent session for: GraphQL's `AccessScope` without `RESEARCH`,
 /// which patients give to organizations and no doctor opens. The bits are the circuit's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum AccessScope {
     /// View records, details and history ([`Scope::READ`]).
