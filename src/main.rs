@@ -1,8 +1,9 @@
 //! `medvault`: the one binary. Command-line definition and glue only; the work lives in the
-//! workspace crates (`server`, `circuits`, `anchor-chain`, `exporter`).
+//! workspace crates (`server`, `circuits`, `anchor-chain`, `exporter`, `client`).
 
 mod chain_cmd;
 mod consent_cmd;
+mod doctor_cmd;
 mod export_cmd;
 mod vault_cmd;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Prove and verify patient consent.
     #[command(subcommand)]
     Consent(consent_cmd::ConsentCommand),
+    /// A doctor's side of consent: keep a grantee secret, register it, prove consent and read.
+    #[command(subcommand)]
+    Doctor(doctor_cmd::DoctorCommand),
     /// Run a validator of the anchor chain.
     #[command(subcommand)]
     Chain(chain_cmd::ChainCommand),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Schema => vault_cmd::schema(),
         Command::Keys(command) => consent_cmd::keys(command),
         Command::Consent(command) => consent_cmd::consent(command),
+        Command::Doctor(command) => doctor_cmd::doctor(command),
         Command::Chain(command) => chain_cmd::chain(command),
         Command::Export(args) => export_cmd::export(args),
         Command::Audit(command) => chain_cmd::audit(command),
