@@ -391,7 +391,9 @@ async fn consent_proving_key(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header(("Cache-Control", "public, max-age=3600"))
-        .body(actix_web::web::Bytes::from_owner(state.vault.consent_proving_key()))
+        .body(actix_web::web::Bytes::from_owner(
+            state.vault.consent_proving_key(),
+        ))
 }
 
 async fn health() -> HttpResponse {

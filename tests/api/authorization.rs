@@ -29,12 +29,14 @@ async fn build_world(app: &TestApp) -> World {
     // Patients grant this doctor during the matrix; it is no caller, so no cell depends on order.
     let (grant_target_id, _) = app.create_doctor(&admin_b, "dr-grant-target").await;
     app.grant(&patient, &writer_id, &["READ", "WRITE"]).await;
-    app.open_consent(&writer, &patient_id, &["READ", "WRITE"]).await;
+    app.open_consent(&writer, &patient_id, &["READ", "WRITE"])
+        .await;
     app.grant(&patient, &reader_id, &["READ"]).await;
     app.open_consent(&reader, &patient_id, &["READ"]).await;
     // These two open consent sessions that their grant's revocation and expiry must end.
     let revoked_grant = app.grant(&patient, &revoked_id, &["READ", "WRITE"]).await;
-    app.open_consent(&revoked, &patient_id, &["READ", "WRITE"]).await;
+    app.open_consent(&revoked, &patient_id, &["READ", "WRITE"])
+        .await;
     app.graphql(
         Some(&patient),
         "mutation($g: ID!) { revokeAccess(grantId: $g) { id } }",
@@ -43,7 +45,8 @@ async fn build_world(app: &TestApp) -> World {
     .await
     .data();
     app.grant(&patient, &expired_id, &["READ", "WRITE"]).await;
-    app.open_consent(&expired, &patient_id, &["READ", "WRITE"]).await;
+    app.open_consent(&expired, &patient_id, &["READ", "WRITE"])
+        .await;
     app.sql(&format!("UPDATE grants SET expires_at = now() - interval '1 minute' WHERE grantee_id = '{expired_id}'"))
         .await;
     let record_id = app.add_record(&writer, &patient_id, "64").await;

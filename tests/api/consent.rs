@@ -56,7 +56,11 @@ async fn a_doctor_registers_a_key_proves_consent_and_reads_through_the_client() 
         grantAccess(doctorId: $d, scopes: [READ], expiresAt: $e) { id } }";
     let expires = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
     let refused = app
-        .graphql(Some(&patient), grant, json!({ "d": doctor_id, "e": expires }))
+        .graphql(
+            Some(&patient),
+            grant,
+            json!({ "d": doctor_id, "e": expires }),
+        )
         .await;
     refused.expect_error("BAD_USER_INPUT");
     assert!(
@@ -75,9 +79,13 @@ async fn a_doctor_registers_a_key_proves_consent_and_reads_through_the_client() 
         .await
         .expect("register");
     assert_eq!(registered.rekeyed_grants, 0);
-    app.graphql(Some(&patient), grant, json!({ "d": doctor_id, "e": expires }))
-        .await
-        .data();
+    app.graphql(
+        Some(&patient),
+        grant,
+        json!({ "d": doctor_id, "e": expires }),
+    )
+    .await
+    .data();
     let token = client.token().expect("token").to_owned();
     app.graphql(Some(&token), READ_RECORDS, json!({ "id": patient_id }))
         .await
@@ -112,9 +120,7 @@ async fn a_doctor_registers_a_key_proves_consent_and_reads_through_the_client() 
         pseudonym.data()["patient"]["pseudonym"],
         medvault_circuits::field::field_to_hex(opened.public.patient_pseudonym)
     );
-    let writes = app
-        .try_add_record(&token, &patient_id, "61")
-        .await;
+    let writes = app.try_add_record(&token, &patient_id, "61").await;
     writes.expect_error("FORBIDDEN");
 }
 
@@ -135,46 +141,92 @@ async fn every_bad_opening_is_refused_and_logged() {
         ..
     } = app.care_team().await;
     let secret = app.secret_of(&doctor);
-    let open = |opening: ConsentOpening, token: String, patient: String, scopes: &'static [&'static str]| {
+    let open = |opening: ConsentOpening,
+                token: String,
+                patient: String,
+                scopes: &'static [&'static str]| {
         let app = &app;
-        async move { app.try_open_consent(&token, &patient, scopes, &opening).await }
+        async move {
+            app.try_open_consent(&token, &patient, scopes, &opening)
+                .await
+        }
     };
 
-    let opening = app.prepare_consent(&doctor, &secret, &patient_id, &["READ"]).await;
-    open(opening.clone(), doctor.clone(), patient_id.clone(), &["READ"])
-        .await
-        .data();
+    let opening = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
+    open(
+        opening.clone(),
+        doctor.clone(),
+        patient_id.clone(),
+        &["READ"],
+    )
+    .await
+    .data();
     open(opening, doctor.clone(), patient_id.clone(), &["READ"])
         .await
         .expect_error("FORBIDDEN");
     assert_eq!(refusals(&app, "the challenge was already used").await, 1);
 
     let other_session = app.login("dr-a").await;
-    let opening = app.prepare_consent(&doctor, &secret, &patient_id, &["READ"]).await;
-    open(opening.clone(), other_session.clone(), patient_id.clone(), &["READ"])
-        .await
-        .expect_error("FORBIDDEN");
-    assert_eq!(refusals(&app, "the challenge was issued to another session").await, 1);
+    let opening = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
+    open(
+        opening.clone(),
+        other_session.clone(),
+        patient_id.clone(),
+        &["READ"],
+    )
+    .await
+    .expect_error("FORBIDDEN");
+    assert_eq!(
+        refusals(&app, "the challenge was issued to another session").await,
+        1
+    );
 
     let (other_id, other_patient) = app.create_patient(&admin, "john", "John Doe").await;
-    app.grant(&other_patient, &app_doctor_id(&app, "dr-a").await, &["READ"]).await;
+    app.grant(
+        &other_patient,
+        &app_doctor_id(&app, "dr-a").await,
+        &["READ"],
+    )
+    .await;
     open(opening.clone(), doctor.clone(), other_id.clone(), &["READ"])
         .await
         .expect_error("FORBIDDEN");
-    open(opening.clone(), doctor.clone(), patient_id.clone(), &["WRITE"])
-        .await
-        .expect_error("FORBIDDEN");
+    open(
+        opening.clone(),
+        doctor.clone(),
+        patient_id.clone(),
+        &["WRITE"],
+    )
+    .await
+    .expect_error("FORBIDDEN");
     assert_eq!(
-        refusals(&app, "the challenge was issued for another patient or scope").await,
+        refusals(
+            &app,
+            "the challenge was issued for another patient or scope"
+        )
+        .await,
         2
     );
+    // John's grant touched this doctor: a fresh opening, against the root after it.
+    let opening = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
     let for_other_patient = ConsentOpening {
         challenge: challenge(&app, &doctor, &other_id, &["READ"]).await,
         ..opening.clone()
     };
-    open(for_other_patient, doctor.clone(), other_id.clone(), &["READ"])
-        .await
-        .expect_error("FORBIDDEN");
+    open(
+        for_other_patient,
+        doctor.clone(),
+        other_id.clone(),
+        &["READ"],
+    )
+    .await
+    .expect_error("FORBIDDEN");
     let for_write = ConsentOpening {
         challenge: challenge(&app, &doctor, &patient_id, &["WRITE"]).await,
         ..opening.clone()
@@ -186,9 +238,14 @@ async fn every_bad_opening_is_refused_and_logged() {
         challenge: challenge(&app, &other_session, &patient_id, &["READ"]).await,
         ..opening.clone()
     };
-    open(replayed_elsewhere, other_session.clone(), patient_id.clone(), &["READ"])
-        .await
-        .expect_error("FORBIDDEN");
+    open(
+        replayed_elsewhere,
+        other_session.clone(),
+        patient_id.clone(),
+        &["READ"],
+    )
+    .await
+    .expect_error("FORBIDDEN");
     let mut flipped = hex::decode(&opening.proof).expect("hex");
     flipped[40] ^= 0x01;
     let flipped = ConsentOpening {
@@ -224,11 +281,17 @@ async fn every_bad_opening_is_refused_and_logged() {
         .expect_error("BAD_USER_INPUT");
 
     let (dr_b_id, dr_b) = app.create_doctor(&admin, "dr-b").await;
-    app.grant(&app.login("jane").await, &dr_b_id, &["READ"]).await;
+    app.grant(&app.login("jane").await, &dr_b_id, &["READ"])
+        .await;
     let proved_with_another_secret = MedvaultClient::new(&app.address)
         .expect("client")
         .with_token(dr_b.clone())
-        .prepare_proof(&consent_keys().1, &secret, &patient_id, &[AccessScope::Read])
+        .prepare_proof(
+            &consent_keys().1,
+            &secret,
+            &patient_id,
+            &[AccessScope::Read],
+        )
         .await;
     assert!(
         matches!(
@@ -238,26 +301,35 @@ async fn every_bad_opening_is_refused_and_logged() {
         "another doctor's secret proves nothing: {proved_with_another_secret:?}"
     );
 
-    let old_root = app.prepare_consent(&doctor, &secret, &patient_id, &["READ"]).await;
+    let old_root = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
     let (_, third) = app.create_patient(&admin, "mary", "Mary Major").await;
     app.grant(&third, &dr_b_id, &["READ"]).await;
     open(old_root, doctor.clone(), patient_id.clone(), &["READ"])
         .await
         .data();
-    let old_root = app.prepare_consent(&doctor, &secret, &patient_id, &["READ"]).await;
+    let old_root = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
     let (_, fourth) = app.create_patient(&admin, "ann", "Ann Other").await;
     app.grant(&fourth, &dr_b_id, &["READ"]).await;
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     open(old_root, doctor.clone(), patient_id.clone(), &["READ"])
         .await
         .expect_error("FORBIDDEN");
-    assert_eq!(refusals(&app, "the root is older than the accepted window").await, 1);
+    assert_eq!(
+        refusals(&app, "the root is older than the accepted window").await,
+        1
+    );
 }
 
 /// The id of the user `username`.
 async fn app_doctor_id(app: &TestApp, username: &str) -> String {
     let rows = app
-        .sql(&format!("SELECT id::text FROM users WHERE username = '{username}'"))
+        .sql(&format!(
+            "SELECT id::text FROM users WHERE username = '{username}'"
+        ))
         .await;
     rows[0].get(0)
 }
@@ -275,7 +347,9 @@ async fn revoking_or_expiring_a_grant_ends_its_consent_and_refuses_a_prepared_pr
         .await
         .data();
     let secret = app.secret_of(&doctor);
-    let prepared = app.prepare_consent(&doctor, &secret, &patient_id, &["READ"]).await;
+    let prepared = app
+        .prepare_consent(&doctor, &secret, &patient_id, &["READ"])
+        .await;
     let grant: String = app
         .sql("SELECT id::text FROM grants WHERE revoked_at IS NULL")
         .await[0]
@@ -323,8 +397,11 @@ async fn revoking_or_expiring_a_grant_ends_its_consent_and_refuses_a_prepared_pr
         .expect_error("FORBIDDEN");
     assert_eq!(
         refusals(&app, "no live grant with the required scope").await
-            + refusals(&app, "the consent between this doctor and patient changed since the root")
-                .await,
+            + refusals(
+                &app,
+                "the consent between this doctor and patient changed since the root"
+            )
+            .await,
         2
     );
 }
@@ -336,7 +413,9 @@ async fn a_new_grantee_key_rekeys_live_grants_and_the_old_secret_proves_nothing(
         doctor, patient_id, ..
     } = app.care_team().await;
     let old = app.secret_of(&doctor);
-    let prepared_with_old = app.prepare_consent(&doctor, &old, &patient_id, &["READ"]).await;
+    let prepared_with_old = app
+        .prepare_consent(&doctor, &old, &patient_id, &["READ"])
+        .await;
     let new = GranteeSecret::generate(&mut medvault_circuits::OsRng);
     let rotated = app.register_grantee_key(&doctor, &new).await;
     assert_eq!(rotated.data()["registerGranteeKey"]["rekeyedGrants"], 1);
@@ -350,7 +429,9 @@ async fn a_new_grantee_key_rekeys_live_grants_and_the_old_secret_proves_nothing(
         with_old,
         Err(ClientError::Statement(StatementError::NotInTree))
     ));
-    let with_new = app.prepare_consent(&doctor, &new, &patient_id, &["READ"]).await;
+    let with_new = app
+        .prepare_consent(&doctor, &new, &patient_id, &["READ"])
+        .await;
     app.try_open_consent(&doctor, &patient_id, &["READ"], &with_new)
         .await
         .data();
@@ -398,7 +479,10 @@ async fn a_restart_keeps_the_trees_and_a_corrupted_tree_refuses_to_start() {
 
     app.sql("UPDATE consent_leaves SET leaf = '\\x0100000000000000000000000000000000000000000000000000000000000000' WHERE leaf_index = 0")
         .await;
-    let refused = reopen().await.err().expect("a corrupted leaf refuses to start");
+    let refused = reopen()
+        .await
+        .err()
+        .expect("a corrupted leaf refuses to start");
     let message = format!("{refused}");
     assert!(matches!(refused, OpenVaultError::Consent(_)), "{message}");
     assert!(
@@ -459,12 +543,15 @@ async fn audit_access_passes_an_honest_run_and_reports_what_was_tampered_with() 
     let found = |kind: &str, text: &str| {
         problems.iter().any(|problem| {
             problem["kind"] == kind
-                && problem["problem"].as_str().is_some_and(|p| p.contains(text))
+                && problem["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(text))
         })
     };
     assert!(found("access", "names no consent session"), "{report:#}");
     assert!(
-        found("session", "proof does not verify") || found("session", "proof is unreadable")
+        found("session", "proof does not verify")
+            || found("session", "proof is unreadable")
             || found("session", "proof cannot be checked"),
         "{report:#}"
     );
@@ -494,13 +581,22 @@ async fn audit_access_reports_roots_and_keys_that_were_never_anchored() {
         .arg(&chain_dir)
         .arg("--genesis")
         .arg(chain_dir.join("genesis.json"))
+        .arg("--allow-pending")
         .env("DATABASE_URL", &app.database_url)
         .output()
         .expect("run medvault audit access");
     assert!(!output.status.success());
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
     let text = report.to_string();
-    assert!(text.contains("the verifying key was never anchored"), "{report:#}");
+    assert!(
+        text.contains("the verifying key was never anchored"),
+        "{report:#}"
+    );
     assert!(text.contains("its root was never anchored"), "{report:#}");
     let _ = std::fs::remove_dir_all(chain_dir);
 }

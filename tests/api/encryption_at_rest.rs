@@ -37,7 +37,8 @@ async fn a_dump_of_every_table_contains_none_of_the_plaintext_written() {
         .to_owned();
     let patient = app.login("patient-zq").await;
     app.grant(&patient, &doctor_id, &["READ", "WRITE"]).await;
-    app.open_consent(&doctor, &patient_id, &["READ", "WRITE"]).await;
+    app.open_consent(&doctor, &patient_id, &["READ", "WRITE"])
+        .await;
     let record = json!({ "kind": "LAB_RESULT", "codeSystem": "LOINC", "code": "4548-4", "value": CANARIES[5],
                          "unit": "%", "effectiveAt": "2026-02-02T10:00:00Z", "note": CANARIES[6] });
     let added = app

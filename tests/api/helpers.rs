@@ -3,6 +3,9 @@
 //! With `DATABASE_URL` unset, one throwaway PostgreSQL cluster serves the whole test binary
 //! (started on first use, stopped at exit); each test gets its own database in it.
 
+use medvault_circuits::field::field_to_hex;
+use medvault_circuits::{ConsentProvingKey, GranteeSecret};
+use medvault_client::{AccessScope, MedvaultClient};
 use medvault_server::configuration::{ApplicationConfig, ServerSettings};
 use medvault_server::graphql::QueryLimits;
 use medvault_server::postgres_cluster::ScratchServer;
@@ -12,14 +15,10 @@ use medvault_vault::auth::Operator;
 use medvault_vault::{
     ChainTarget, LoginThrottle, MasterKeySource, NewStaffUser, Vault, VaultConfig,
 };
-use medvault_circuits::field::{field_from_hex, field_to_hex};
-use medvault_circuits::{
-    ConsentProvingKey, ConsentWitness, GranteeSecret, MerklePath, PublicInputs, Scope,
-};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -29,15 +28,16 @@ pub const CONSENT_DEPTH: u32 = 3;
 
 /// The consent keys every test server of this binary uses, made once in a temporary directory,
 /// and the proving key loaded from it.
-pub fn consent_keys() -> &'static (PathBuf, ConsentProvingKey) {
-    static KEYS: OnceLock<(PathBuf, ConsentProvingKey)> = OnceLock::new();
+pub fn consent_keys() -> &'static (PathBuf, Arc<ConsentProvingKey>) {
+    static KEYS: OnceLock<(PathBuf, Arc<ConsentProvingKey>)> = OnceLock::new();
     KEYS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("medvault-consent-keys-{}", Uuid::new_v4()));
         medvault_vault::consent::keys::ConsentKeys::load_or_create(&dir, CONSENT_DEPTH)
             .expect("test consent keys");
-        let proving = ConsentProvingKey::read(&dir.join(medvault_circuits::setup::PROVING_KEY_FILE))
-            .expect("read the proving key");
-        (dir, proving)
+        let proving =
+            ConsentProvingKey::read(&dir.join(medvault_circuits::setup::PROVING_KEY_FILE))
+                .expect("read the proving key");
+        (dir, Arc::new(proving))
     })
 }
 
@@ -329,8 +329,8 @@ impl TestApp {
             .data();
     }
 
-    /// A challenge and witness fetched for the doctor, and a proof made with `secret`: an
-    /// opening not yet sent.
+    /// A challenge and witness fetched for the doctor, and a proof made with `secret` by the
+    /// doctor's client library: an opening not yet sent.
     pub async fn prepare_consent(
         &self,
         doctor: &str,
@@ -338,62 +338,24 @@ impl TestApp {
         patient_id: &str,
         scopes: &[&str],
     ) -> ConsentOpening {
-        let challenge = self
-            .graphql(
-                Some(doctor),
-                "mutation($p: ID!, $s: [AccessScope!]!) { consentChallenge(patientId: $p, scopes: $s) {
-                   challenge now patientPseudonym requiredScope } }",
-                json!({ "p": patient_id, "s": scopes }),
-            )
-            .await;
-        let challenge = challenge.data()["consentChallenge"].clone();
-        let witness = self
-            .graphql(
-                Some(doctor),
-                "query($p: ID!) { consentWitness(patientId: $p) {
-                   root grantedScope expiry salt leafIndex path } }",
-                json!({ "p": patient_id }),
-            )
-            .await;
-        let witness = witness.data()["consentWitness"].clone();
-        let field = |value: &Value| field_from_hex("test", value.as_str().expect("hex")).expect("field");
-        let public = PublicInputs {
-            root: field(&witness["root"]),
-            patient_pseudonym: field(&challenge["patientPseudonym"]),
-            required_scope: Scope::from_bits(challenge["requiredScope"].as_u64().expect("scope") as u16),
-            now: challenge["now"].as_u64().expect("now"),
-            challenge: field(&challenge["challenge"]),
-        };
-        let siblings = witness["path"]
-            .as_array()
-            .expect("path")
+        let scopes: Vec<AccessScope> = scopes
             .iter()
-            .map(|level| {
-                let level: Vec<_> = level.as_array().expect("level").iter().map(field).collect();
-                [level[0], level[1], level[2]]
+            .map(|scope| match *scope {
+                "READ" => AccessScope::Read,
+                "WRITE" => AccessScope::Write,
+                other => panic!("no consent session scope {other}"),
             })
             .collect();
-        let private = ConsentWitness {
-            grantee_secret: secret.field_element(),
-            granted_scope: Scope::from_bits(witness["grantedScope"].as_u64().expect("scope") as u16),
-            expiry: witness["expiry"].as_u64().expect("expiry"),
-            salt: field(&witness["salt"]),
-            path: MerklePath {
-                leaf_index: witness["leafIndex"].as_u64().expect("index"),
-                siblings,
-            },
-        };
-        let proof = medvault_circuits::prove(
-            &consent_keys().1,
-            &public,
-            &private,
-            &mut medvault_circuits::OsRng,
-        )
-        .expect("prove");
+        let prepared = MedvaultClient::new(&self.address)
+            .expect("client")
+            .with_token(doctor)
+            .prepare_proof(&consent_keys().1, secret, patient_id, &scopes)
+            .await
+            .expect("prepare a consent proof");
         ConsentOpening {
-            challenge: field_to_hex(public.challenge),
-            root: field_to_hex(public.root),
-            proof: hex::encode(proof.to_bytes()),
+            challenge: field_to_hex(prepared.public.challenge),
+            root: field_to_hex(prepared.public.root),
+            proof: hex::encode(prepared.proof.to_bytes()),
         }
     }
 

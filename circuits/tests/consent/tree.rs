@@ -96,7 +96,10 @@ fn a_tree_built_from_its_leaves_equals_the_one_grown_by_inserts_and_revocations(
     let built = ConsentTree::from_leaves(grown.depth(), leaves).unwrap();
     assert_eq!(built, grown);
     assert_eq!(built.path(9).unwrap(), grown.path(9).unwrap());
-    assert_eq!(ConsentTree::from_leaves(3, Vec::new()).unwrap(), ConsentTree::new(3).unwrap());
+    assert_eq!(
+        ConsentTree::from_leaves(3, Vec::new()).unwrap(),
+        ConsentTree::new(3).unwrap()
+    );
     assert!(matches!(
         ConsentTree::from_leaves(1, vec![Fr::from(1u64); 5]),
         Err(Error::TreeFull { capacity: 4 })

@@ -291,9 +291,7 @@ impl MutationRoot {
         let commitment = field_argument("commitment", &commitment)?;
         let vault = ctx.data::<Vault>()?;
         Ok(GranteeKey(
-            vault
-                .register_grantee_key(&actor(ctx)?, commitment)
-                .await?,
+            vault.register_grantee_key(&actor(ctx)?, commitment).await?,
         ))
     }
 
@@ -330,8 +328,8 @@ impl MutationRoot {
         let patient = parse_id(&patient_id, "patientId")?;
         let challenge = field_argument("challenge", &challenge)?;
         let root = field_argument("root", &root)?;
-        let proof = hex::decode(&proof)
-            .map_err(|_| ApiError::BadUserInput("proof must be hex".into()))?;
+        let proof =
+            hex::decode(&proof).map_err(|_| ApiError::BadUserInput("proof must be hex".into()))?;
         let vault = ctx.data::<Vault>()?;
         let scopes: Vec<domain::AccessScope> = scopes.into_iter().map(Into::into).collect();
         let session = vault

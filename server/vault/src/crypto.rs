@@ -10,11 +10,11 @@
 //! a [`Binding`]: the ids and version it belongs to. A ciphertext copied to another row fails to
 //! open.
 
-use medvault_circuits::field::{field_from_bytes, FIELD_BYTES};
-use medvault_circuits::Fr;
 use chacha20poly1305::aead::{Aead, KeyInit, OsRng, Payload};
 use chacha20poly1305::{AeadCore, XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac};
+use medvault_circuits::field::{field_from_bytes, FIELD_BYTES};
+use medvault_circuits::Fr;
 use rand::RngCore;
 use sha3::Sha3_256;
 use std::fs::OpenOptions;

@@ -250,8 +250,9 @@ impl Vault {
                     .into(),
             )
         })?;
-        let commitment = medvault_circuits::field::field_from_bytes("grantee commitment", &commitment)
-            .map_err(VaultError::internal)?;
+        let commitment =
+            medvault_circuits::field::field_from_bytes("grantee commitment", &commitment)
+                .map_err(VaultError::internal)?;
         let grant = self
             .replace_grant(
                 &transaction,

@@ -435,8 +435,10 @@ impl Vault {
     ) -> VaultResult<Permit> {
         let action = AuditedAction::AddRecord;
         let (wrapped_key, held, _) = self.decision(doctor, patient, action).await?;
-        let (Some(wrapped_key), true) = (wrapped_key, held.granted_mask & AccessScope::Write.bit() != 0)
-        else {
+        let (Some(wrapped_key), true) = (
+            wrapped_key,
+            held.granted_mask & AccessScope::Write.bit() != 0,
+        ) else {
             return Err(VaultError::Forbidden);
         };
         let client = self.pool.get().await?;
@@ -488,7 +490,10 @@ impl Vault {
         action: AuditedAction,
     ) -> VaultResult<(Option<Vec<u8>>, Held, Result<(), &'static str>)> {
         let required = action.doctor_scope().map_or(0, AccessScope::bit);
-        let session: &[u8] = actor.session.as_ref().map_or(&[], |digest| digest.as_slice());
+        let session: &[u8] = actor
+            .session
+            .as_ref()
+            .map_or(&[], |digest| digest.as_slice());
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
@@ -636,8 +641,7 @@ impl Vault {
                 granted_mask: row.get(2),
                 consent_session: None,
             };
-            if decide(recipient, patient, AuditedAction::ExportForResearch, held).is_err()
-            {
+            if decide(recipient, patient, AuditedAction::ExportForResearch, held).is_err() {
                 continue;
             }
             let grant: Uuid = row.get(0);
@@ -789,10 +793,21 @@ mod tests {
             assert!(refusal.is_err(), "{action:?}");
         }
         assert_eq!(
-            decide(&doctor, Uuid::from_u128(2), AuditedAction::ReadRecords, held(1)),
+            decide(
+                &doctor,
+                Uuid::from_u128(2),
+                AuditedAction::ReadRecords,
+                held(1)
+            ),
             Err("no open consent session: prove consent with openConsent first")
         );
-        assert!(decide(&doctor, Uuid::from_u128(2), AuditedAction::ReadRecords, in_session(1)).is_ok());
+        assert!(decide(
+            &doctor,
+            Uuid::from_u128(2),
+            AuditedAction::ReadRecords,
+            in_session(1)
+        )
+        .is_ok());
     }
 
     #[test]
@@ -843,8 +858,20 @@ mod tests {
         for role in [Role::Insurer, Role::Researcher, Role::Government] {
             let recipient = actor(role);
             let patient = Uuid::from_u128(2);
-            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, held(4)).is_ok());
-            assert!(decide(&recipient, patient, AuditedAction::ExportForResearch, held(3)).is_err());
+            assert!(decide(
+                &recipient,
+                patient,
+                AuditedAction::ExportForResearch,
+                held(4)
+            )
+            .is_ok());
+            assert!(decide(
+                &recipient,
+                patient,
+                AuditedAction::ExportForResearch,
+                held(3)
+            )
+            .is_err());
             for action in ALL_ACTIONS
                 .into_iter()
                 .filter(|a| *a != AuditedAction::ExportForResearch)
@@ -857,7 +884,13 @@ mod tests {
         }
         for role in [Role::Admin, Role::Doctor, Role::Patient, Role::Auditor] {
             let caller = actor(role);
-            assert!(decide(&caller, caller.user_id, AuditedAction::ExportForResearch, held(7)).is_err());
+            assert!(decide(
+                &caller,
+                caller.user_id,
+                AuditedAction::ExportForResearch,
+                held(7)
+            )
+            .is_err());
         }
     }
 

@@ -2,12 +2,12 @@
 //! over its pool, the export job machinery, and the anchoring worker on its chain.
 
 use crate::anchoring::{AnchorChain, AnchoringWorker};
+use crate::consent::{ConsentConfig, ConsentSettings};
 use crate::database::{self, DatabaseError};
 use crate::exports::Exports;
 use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
-use crate::consent::{ConsentConfig, ConsentSettings};
 use std::path::PathBuf;
 
 /// Where the anchoring worker puts the outbox's entries.

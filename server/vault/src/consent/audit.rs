@@ -265,7 +265,10 @@ impl AccessEvidence {
                 operator_writes += 1;
                 continue;
             }
-            let problem = match access.consent_session.map(|id| (id, verified_sessions.get(&id))) {
+            let problem = match access
+                .consent_session
+                .map(|id| (id, verified_sessions.get(&id)))
+            {
                 None => Some("an allowed doctor access names no consent session".to_owned()),
                 Some((id, None)) => Some(format!(
                     "names consent session {id}, which is missing or failed its check"

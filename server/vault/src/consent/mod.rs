@@ -370,7 +370,10 @@ impl Vault {
                         hospital,
                         tree::TreeChange {
                             revoked_grants: grants.iter().map(|grant| grant.id).collect(),
-                            added: grants.into_iter().map(|grant| (grant, commitment)).collect(),
+                            added: grants
+                                .into_iter()
+                                .map(|grant| (grant, commitment))
+                                .collect(),
                             grantee: doctor.user_id,
                             patient: None,
                         },
@@ -396,9 +399,9 @@ impl Vault {
         scopes: &[AccessScope],
     ) -> VaultResult<ConsentChallenge> {
         require_role(doctor, Role::Doctor)?;
-        let session = doctor
-            .session
-            .ok_or(VaultError::Unauthenticated("sign in to ask for a challenge"))?;
+        let session = doctor.session.ok_or(VaultError::Unauthenticated(
+            "sign in to ask for a challenge",
+        ))?;
         let required_scope = doctor_scope(scopes)?;
         let challenge = random_field_element(&mut OsRng);
         let issued_at = Utc::now();
@@ -504,8 +507,14 @@ impl Vault {
             Ok(session) => Ok(session),
             Err(Refusal::Failed(error)) => Err(error),
             Err(Refusal::Denied(reason)) => {
-                self.log_access(doctor, Some(patient), AuditedAction::OpenConsent, None, Err(reason))
-                    .await?;
+                self.log_access(
+                    doctor,
+                    Some(patient),
+                    AuditedAction::OpenConsent,
+                    None,
+                    Err(reason),
+                )
+                .await?;
                 Err(VaultError::Forbidden)
             }
             Err(Refusal::Malformed(message)) => {
@@ -564,7 +573,9 @@ impl Vault {
             return Err(Refusal::Denied("the challenge was already used"));
         }
         if issued_session != session {
-            return Err(Refusal::Denied("the challenge was issued to another session"));
+            return Err(Refusal::Denied(
+                "the challenge was issued to another session",
+            ));
         }
         if issued_patient != patient || issued_scope != i32::from(required_scope.bits()) {
             return Err(Refusal::Denied(
@@ -638,7 +649,8 @@ impl Vault {
         let grant_id: Uuid = grant.get(0);
         let grant_expires_at: DateTime<Utc> = grant.get(1);
         let opened_at = Utc::now();
-        let session_expires_at = grant_expires_at.min(opened_at + self.consent.settings.session_ttl);
+        let session_expires_at =
+            grant_expires_at.min(opened_at + self.consent.settings.session_ttl);
         let id = Uuid::now_v7();
         transaction
             .execute(
@@ -731,7 +743,9 @@ impl Vault {
             ));
         }
         if replaced_at.is_some_and(|replaced_at| replaced_at < window_start) {
-            return Err(Refusal::Denied("the root is older than the accepted window"));
+            return Err(Refusal::Denied(
+                "the root is older than the accepted window",
+            ));
         }
         let Some(wait) = self.consent.settings.anchoring_wait else {
             return Ok(sequence);

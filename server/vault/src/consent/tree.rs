@@ -15,8 +15,8 @@ use deadpool_postgres::GenericClient;
 use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::entry::Entry;
 use medvault_circuits::field::{field_from_bytes, field_to_bytes, field_to_hex};
-use medvault_circuits::{consent_leaf, random_field_element, ConsentTree, Fr, MerklePath, OsRng};
 use medvault_circuits::Scope;
+use medvault_circuits::{consent_leaf, random_field_element, ConsentTree, Fr, MerklePath, OsRng};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use tokio::sync::Mutex;
@@ -151,8 +151,9 @@ impl ConsentTrees {
                 ))
                 .into());
             }
-            let tree = ConsentTree::from_leaves(depth, expected.into_iter().map(|(s, _)| s).collect())
-                .map_err(VaultError::internal)?;
+            let tree =
+                ConsentTree::from_leaves(depth, expected.into_iter().map(|(s, _)| s).collect())
+                    .map_err(VaultError::internal)?;
             let stored_root = stored_field("consent root", &stored_root)?;
             if tree.root() != stored_root {
                 return Err(mismatch(format!(
@@ -201,7 +202,11 @@ impl ConsentTrees {
         change: TreeChange,
     ) -> VaultResult<()> {
         let depth = i32::try_from(self.depth).unwrap_or(i32::MAX);
-        let empty_root = field_to_bytes(ConsentTree::new(self.depth).map_err(VaultError::internal)?.root());
+        let empty_root = field_to_bytes(
+            ConsentTree::new(self.depth)
+                .map_err(VaultError::internal)?
+                .root(),
+        );
         transaction
             .execute(
                 "INSERT INTO consent_trees (hospital_id, depth, leaf_count, sequence, root)
@@ -219,7 +224,13 @@ impl ConsentTrees {
         let stored_root = stored_field("consent root", row.get(1))?;
         let mut trees = self.trees.lock().await;
         let current = self
-            .current(&mut trees, transaction, hospital, stored_sequence, stored_root)
+            .current(
+                &mut trees,
+                transaction,
+                hospital,
+                stored_sequence,
+                stored_root,
+            )
             .await?;
         let outcome = apply_to(transaction, master, hospital, current, change).await;
         if outcome.is_err() {
@@ -283,7 +294,8 @@ impl ConsentTrees {
                 .iter()
                 .map(|row| stored_field("consent leaf", row.get(0)))
                 .collect::<VaultResult<Vec<_>>>()?;
-            let tree = ConsentTree::from_leaves(self.depth, leaves).map_err(VaultError::internal)?;
+            let tree =
+                ConsentTree::from_leaves(self.depth, leaves).map_err(VaultError::internal)?;
             if tree.root() != root {
                 return Err(VaultError::internal(TreeMismatch {
                     hospital,
@@ -296,12 +308,12 @@ impl ConsentTrees {
             }
             trees.insert(hospital, MemoryTree { tree, sequence });
         }
-        trees
-            .get_mut(&hospital)
-            .ok_or_else(|| VaultError::internal(TreeMismatch {
+        trees.get_mut(&hospital).ok_or_else(|| {
+            VaultError::internal(TreeMismatch {
                 hospital,
                 difference: "the tree vanished while in use".into(),
-            }))
+            })
+        })
     }
 }
 
@@ -371,7 +383,12 @@ async fn apply_to(
             "UPDATE consent_leaves SET leaf = $3, revoked_sequence = $4
              WHERE hospital_id = $1 AND grant_id = ANY($2) AND revoked_sequence IS NULL
              RETURNING leaf_index",
-            &[&hospital, &change.revoked_grants, &zero.as_slice(), &sequence],
+            &[
+                &hospital,
+                &change.revoked_grants,
+                &zero.as_slice(),
+                &sequence,
+            ],
         )
         .await?;
     for row in &revoked {

@@ -11,13 +11,13 @@ use crate::domain::{
 use crate::error::{VaultError, VaultResult};
 use crate::exports::Exports;
 use crate::{NewStaffUser, Vault};
-use medvault_circuits::GranteeSecret;
-use std::path::{Path, PathBuf};
 use chrono::{Duration, Utc};
 use futures_util::{stream, StreamExt, TryStreamExt};
+use medvault_circuits::GranteeSecret;
 use medvault_exporter::ExportCeiling;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
 
 mod data;
 
@@ -140,7 +140,8 @@ pub async fn seed(
                     organization_id: organization.id,
                     session: None,
                 };
-                let secret = demo_doctor_secret(&doctor_secret_path(doctor_secrets, &user.username))?;
+                let secret =
+                    demo_doctor_secret(&doctor_secret_path(doctor_secrets, &user.username))?;
                 vault
                     .register_grantee_key(&doctor, secret.commitment())
                     .await?;
