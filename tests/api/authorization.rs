@@ -2,7 +2,8 @@
 //! users and revoked and expired grants. Each cell is checked both ways: what should be allowed
 //! works, and everything else is refused.
 
-use crate::helpers::{heart_rate, spawn_app, Answer, TestApp, PASSWORD};
+use crate::helpers::{heart_rate, spawn_app, Answer, ConsentOpening, TestApp, PASSWORD};
+use medvault_circuits::GranteeSecret;
 use serde_json::json;
 
 struct World {
@@ -11,6 +12,9 @@ struct World {
     writer: String,
     grant_target_id: String,
     research_organization_id: String,
+    /// A valid opening the writer prepared and never sent: what a caller who cannot prove
+    /// consent of their own would replay.
+    writers_opening: ConsentOpening,
     callers: Vec<(&'static str, Option<String>)>,
 }
 
@@ -50,6 +54,9 @@ async fn build_world(app: &TestApp) -> World {
     app.sql(&format!("UPDATE grants SET expires_at = now() - interval '1 minute' WHERE grantee_id = '{expired_id}'"))
         .await;
     let record_id = app.add_record(&writer, &patient_id, "64").await;
+    let writers_opening = app
+        .prepare_consent(&writer, &app.secret_of(&writer), &patient_id, &["READ"])
+        .await;
     let mut callers = vec![
         ("admin-a", Some(admin_a.clone())),
         ("admin-b", Some(admin_b)),
@@ -108,6 +115,7 @@ async fn build_world(app: &TestApp) -> World {
         writer,
         grant_target_id,
         research_organization_id,
+        writers_opening,
         callers,
     }
 }
@@ -149,9 +157,16 @@ enum Operation {
     SetExportCeiling,
     ListHospitalCeilings,
     RequestExport,
+    ReadConsentKeys,
+    RegisterGranteeKey,
+    AskConsentChallenge,
+    ReadConsentWitness,
+    OpenConsent,
+    ReadPseudonym,
+    ReadAccessProofs,
 }
 
-const OPERATIONS: [Operation; 22] = [
+const OPERATIONS: [Operation; 29] = [
     Operation::ReadProfile,
     Operation::ReadRecords,
     Operation::ReadRecord,
@@ -174,6 +189,13 @@ const OPERATIONS: [Operation; 22] = [
     Operation::SetExportCeiling,
     Operation::ListHospitalCeilings,
     Operation::RequestExport,
+    Operation::ReadConsentKeys,
+    Operation::RegisterGranteeKey,
+    Operation::AskConsentChallenge,
+    Operation::ReadConsentWitness,
+    Operation::OpenConsent,
+    Operation::ReadPseudonym,
+    Operation::ReadAccessProofs,
 ];
 
 /// Who may do what to patient P's data, per Algorithm 1 and the paper's roles.
@@ -187,9 +209,16 @@ fn allowed(caller: &str, operation: Operation) -> bool {
         | Operation::ReadRecord
         | Operation::ReadRecordHistory
         | Operation::ReadPatientHistory
-        | Operation::ReadProfileHistory => {
+        | Operation::ReadProfileHistory
+        | Operation::ReadPseudonym => {
             matches!(caller, "patient-p" | "dr-writer" | "dr-reader")
         }
+        Operation::ReadConsentKeys => true,
+        Operation::RegisterGranteeKey | Operation::AskConsentChallenge => doctor,
+        Operation::ReadConsentWitness | Operation::OpenConsent => {
+            matches!(caller, "dr-writer" | "dr-reader")
+        }
+        Operation::ReadAccessProofs => caller == "auditor",
         Operation::ReadAccessLog => caller == "patient-p",
         Operation::AddRecord | Operation::UpdateRecord | Operation::DeleteRecord => {
             caller == "dr-writer"
@@ -354,6 +383,61 @@ async fn attempt(
         }
         Operation::RequestExport => {
             let query = "mutation { requestExport(policy: { dataset: OBSERVATIONS, ageBandYears: 10, dates: YEAR }) { id } }";
+            app.graphql(token, query, json!({})).await
+        }
+        Operation::ReadConsentKeys => {
+            let query = "{ consentKeys { depth verifyingKeyHash provingKeyHash } }";
+            app.graphql(token, query, json!({})).await
+        }
+        Operation::RegisterGranteeKey => {
+            // A doctor registers the key they hold again (a new one would re-key their grants
+            // under the matrix's feet); anyone else offers a key of their own.
+            let secret = match token {
+                Some(token) if caller.starts_with("dr-") => app.secret_of(token),
+                _ => GranteeSecret::generate(&mut medvault_circuits::OsRng),
+            };
+            match token {
+                Some(token) => app.register_grantee_key(token, &secret).await,
+                None => {
+                    let query = "mutation($c: String!) { registerGranteeKey(commitment: $c) { commitment } }";
+                    let commitment = medvault_circuits::field::field_to_hex(secret.commitment());
+                    app.graphql(None, query, json!({ "c": commitment })).await
+                }
+            }
+        }
+        Operation::AskConsentChallenge => {
+            let query = "mutation($p: ID!) { consentChallenge(patientId: $p, scopes: [READ]) { challenge } }";
+            app.graphql(token, query, json!({ "p": p })).await
+        }
+        Operation::ReadConsentWitness => {
+            let query = "query($p: ID!) { consentWitness(patientId: $p) { root leafIndex } }";
+            app.graphql(token, query, json!({ "p": p })).await
+        }
+        Operation::OpenConsent => {
+            let opening = match token {
+                Some(token) if matches!(caller, "dr-writer" | "dr-reader") => {
+                    app.prepare_consent(token, &app.secret_of(token), p, &["READ"])
+                        .await
+                }
+                _ => world.writers_opening.clone(),
+            };
+            match token {
+                Some(token) => app.try_open_consent(token, p, &["READ"], &opening).await,
+                None => {
+                    let query = "mutation($p: ID!, $c: String!, $r: String!, $x: String!) {
+                        openConsent(patientId: $p, scopes: [READ], challenge: $c, root: $r, proof: $x) { id } }";
+                    let variables = json!({ "p": p, "c": opening.challenge, "r": opening.root,
+                                            "x": opening.proof });
+                    app.graphql(None, query, variables).await
+                }
+            }
+        }
+        Operation::ReadPseudonym => {
+            let query = "query($id: ID!) { patient(id: $id) { pseudonym } }";
+            app.graphql(token, query, json!({ "id": p })).await
+        }
+        Operation::ReadAccessProofs => {
+            let query = "{ accessProofs { nodes { sessionId root patientPseudonym proof } } }";
             app.graphql(token, query, json!({})).await
         }
     }
