@@ -134,6 +134,13 @@ pub struct Database {
     _cluster: Option<ThrowawayCluster>,
 }
 
+impl Database {
+    /// The connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
 pub async fn open_database(database_url: Option<String>) -> anyhow::Result<Database> {
     if let Some(url) = database_url {
         return Ok(Database {
@@ -222,8 +229,25 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "every record version is anchored: the embedded chain's head is at height {}",
             anchoring.chain().head_height().await?
         );
+        let validator = anchoring
+            .chain()
+            .embedded()
+            .context("the demo's chain is not embedded")?
+            .validator()
+            .clone();
+        let chain_listener = tokio::net::TcpListener::bind((args.bind.ip(), 0)).await?;
+        let chain_node = chain_listener.local_addr()?;
+        tokio::spawn(medvault_anchor_chain::api::serve(chain_listener, validator));
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
-        println!("{}", demo_banner(&address, &logins));
+        let banner = DemoBanner {
+            address: &address,
+            logins: &logins,
+            doctor_secrets: &args.doctor_secrets,
+            chain_node: &chain_node.to_string(),
+            database_url: database.url(),
+            medvault: &std::env::current_exe()?.display().to_string(),
+        };
+        println!("{}", banner.render());
         if args.seed_only {
             application.stop().await;
         } else {
@@ -234,31 +258,56 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     })
 }
 
-fn demo_banner(address: &str, logins: &demo::DemoLogins) -> String {
-    let password = demo::DEMO_PASSWORD;
-    format!(
-        "\nmedvault demo: {records} encrypted records are ready.\n\
-         GraphiQL:  {address}/graphql\n\
-         Metrics:   {address}/metrics\n\n\
-         Logins (password {password}):\n  admin       {admin}\n  doctor      {doctor}\n  patient     {patient}\n  researcher  {researcher}\n\n\
-         Paste into GraphiQL:\n\
-         mutation {{ login(username: \"{doctor}\", password: \"{password}\") {{ token }} }}\n\
-         then set the header {{\"Authorization\": \"Bearer <token>\"}} and run:\n\
-         {{ patients(first: 5) {{ edges {{ node {{ id fullName birthYear }} }} }}\n  \
-         patient(id: \"{patient_id}\") {{ personal {{ fullName }} records(first: 5) {{ edges {{ node {{ \
-         version content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n\n\
-         As {researcher}, request an anonymized export of the consenting patients:\n\
-         mutation {{ requestExport(policy: {{ dataset: CONDITIONS, ageBandYears: 20, dates: YEAR }}) {{ id status }} }}\n\
-         then follow it with {{ exportJob(id: \"<id>\") {{ status progressDone progressTotal manifestPath \
-         manifest {{ personsOut kAchieved files {{ name downloadPath }} }} }} }}\n\
-         and download each path with the same Authorization header.\n",
-        records = logins.records,
-        admin = logins.admin,
-        doctor = logins.doctor,
-        patient = logins.patient,
-        researcher = logins.researcher,
-        patient_id = logins.patient_id,
-    )
+/// What the demo's banner tells a newcomer.
+struct DemoBanner<'a> {
+    address: &'a str,
+    logins: &'a demo::DemoLogins,
+    doctor_secrets: &'a std::path::Path,
+    chain_node: &'a str,
+    database_url: &'a str,
+    medvault: &'a str,
+}
+
+impl DemoBanner<'_> {
+    fn render(&self) -> String {
+        let password = demo::DEMO_PASSWORD;
+        let logins = self.logins;
+        let (address, medvault) = (self.address, self.medvault);
+        let secret = demo::doctor_secret_path(self.doctor_secrets, &logins.doctor);
+        format!(
+            "\nmedvault demo: {records} encrypted records are ready.\n\
+             GraphiQL:  {address}/graphql\n\
+             Metrics:   {address}/metrics\n\n\
+             Logins (password {password}):\n  admin       {admin}\n  doctor      {doctor}\n  patient     {patient}\n  researcher  {researcher}\n\n\
+             A patient reads their own data after logging in; paste into GraphiQL:\n\
+             mutation {{ login(username: \"{patient}\", password: \"{password}\") {{ token }} }}\n\
+             then set the header {{\"Authorization\": \"Bearer <token>\"}} and run:\n\
+             {{ patient(id: \"{patient_id}\") {{ pseudonym personal {{ fullName }} records(first: 5) {{ edges {{ node {{ \
+             version anchorLeaf content {{ kind codeSystem code value unit effectiveAt }} }} }} }} }} }}\n\n\
+             A doctor proves the patient's consent first (Groth16, on the doctor's side, with the grantee \
+             secret in {secret}):\n\
+             MEDVAULT_PASSWORD={password} {medvault} doctor open --server {address} --username {doctor} \
+             --secret {secret} --patient {patient_id}\n\
+             prints a bearer token whose consent session reads that patient for 15 minutes: use it in \
+             GraphiQL for the same query (and {{ patients(first: 5) {{ edges {{ node {{ id fullName }} }} }} }}).\n\n\
+             As {researcher}, request an anonymized export of the consenting patients:\n\
+             mutation {{ requestExport(policy: {{ dataset: CONDITIONS, ageBandYears: 20, dates: YEAR }}) {{ id status }} }}\n\
+             then follow it with {{ exportJob(id: \"<id>\") {{ status progressDone progressTotal manifestPath \
+             manifest {{ personsOut kAchieved files {{ name downloadPath }} }} }} }}\n\
+             and download each path with the same Authorization header.\n\n\
+             Audit every doctor's access against the chain, while the demo runs:\n\
+             DATABASE_URL='{database_url}' {medvault} audit access --node {chain_node}\n",
+            records = logins.records,
+            admin = logins.admin,
+            doctor = logins.doctor,
+            patient = logins.patient,
+            researcher = logins.researcher,
+            patient_id = logins.patient_id,
+            secret = secret.display(),
+            database_url = self.database_url,
+            chain_node = self.chain_node,
+        )
+    }
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
