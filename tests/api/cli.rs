@@ -1,6 +1,7 @@
 //! The `medvault` binary as an operator uses it.
 
 use crate::helpers::{consent_keys, spawn_app};
+use serde_json::json;
 use std::process::Command;
 
 /// The binary, with the test binary's consent keys (so no command makes keys of its own).
@@ -192,11 +193,7 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     );
     let token = app.login("root-admin").await;
     let me = app
-        .graphql(
-            Some(&token),
-            "{ me { role hospital { name } } }",
-            serde_json::json!({}),
-        )
+        .graphql(Some(&token), "{ me { role hospital { name } } }", json!({}))
         .await;
     assert_eq!(me.data()["me"]["role"], "ADMIN");
     assert_eq!(me.data()["me"]["hospital"]["name"], "Northgate");
@@ -204,4 +201,80 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     let again = admin_create();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("username is taken"));
+}
+
+// Multi-threaded: the commands block this thread while the server answers them on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_doctor_keygens_registers_opens_and_reads_from_the_command_line() {
+    let app = spawn_app().await;
+    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
+    let (doctor_id, _) = app.create_doctor_without_key(&admin, "dr-cli").await;
+    let (patient_id, patient) = app.create_patient(&admin, "jane", "Jane Roe").await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let secret = dir.path().join("dr-cli.secret");
+    let doctor = |args: &[&str]| {
+        let output = medvault()
+            .arg("doctor")
+            .args(args)
+            .arg("--secret")
+            .arg(&secret)
+            .env("MEDVAULT_SERVER", &app.address)
+            .env("MEDVAULT_PASSWORD", crate::helpers::PASSWORD)
+            .output()
+            .expect("run medvault doctor");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (made, out, err) = doctor(&["keygen"]);
+    assert!(made, "{err}");
+    assert!(out.contains("commitment: 0x"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret)
+        .expect("secret")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (again, _, err) = doctor(&["keygen"]);
+    assert!(!again && err.contains("already exists"), "{err}");
+
+    let (registered, out, err) = doctor(&["register", "--username", "dr-cli"]);
+    assert!(registered, "{err}");
+    assert!(out.contains("registered commitment"), "{out}");
+    app.grant(&patient, &doctor_id, &["READ"]).await;
+
+    let session = ["--username", "dr-cli", "--patient", patient_id.as_str()];
+    let (opened, out, err) = doctor(&[&["open"][..], &session[..]].concat());
+    assert!(opened, "{err}");
+    let token = out
+        .lines()
+        .find_map(|line| line.strip_prefix("token:"))
+        .map(str::trim)
+        .expect("the token is printed")
+        .to_owned();
+    app.graphql(
+        Some(&token),
+        "query($id: ID!) { patient(id: $id) { personal { fullName } } }",
+        json!({ "id": patient_id }),
+    )
+    .await
+    .data();
+
+    let (read, out, err) = doctor(&[&["read"][..], &session[..]].concat());
+    assert!(read, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).ok(),
+        Some(json!([]))
+    );
+    let (refused, _, err) = doctor(&[
+        "open",
+        "--username",
+        "dr-cli",
+        "--patient",
+        "00000000-0000-0000-0000-000000000000",
+    ]);
+    assert!(!refused && err.contains("FORBIDDEN"), "{err}");
 }
