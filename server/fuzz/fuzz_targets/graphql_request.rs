@@ -13,6 +13,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use medvault_vault::consent::keys::ConsentKeys;
 use medvault_vault::crypto::MasterKey;
 use medvault_server::graphql::bounds::check_request;
 use medvault_server::graphql::{self, MedvaultSchema, QueryLimits, RequestContext};
@@ -41,7 +42,14 @@ fn harness() -> &'static Harness {
         )
         .expect("a pool");
         let master = MasterKey::from_hex(&"11".repeat(32)).expect("a key");
-        let vault = Vault::new(pool, master, chrono::Duration::hours(1));
+        let keys_dir = std::env::temp_dir().join("medvault-fuzz-consent-keys");
+        let keys = ConsentKeys::load_or_create(&keys_dir, 1).expect("consent keys");
+        let vault = Vault::unchecked(
+            pool,
+            master,
+            chrono::Duration::hours(1),
+            std::sync::Arc::new(keys),
+        );
         let limits = QueryLimits::new(false);
         let schema = graphql::limited_schema(limits)
             .data(vault.clone())

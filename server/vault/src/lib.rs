@@ -80,6 +80,25 @@ impl Vault {
         }
     }
 
+    /// A vault over `pool` that reads nothing from the database to start: no master key check,
+    /// no consent tree loaded (each would be rebuilt from the database on first use). For
+    /// harnesses whose requests never reach a database, such as the GraphQL request fuzzer;
+    /// servers open with [`Vault::open`].
+    pub fn unchecked(
+        pool: Pool,
+        master: MasterKey,
+        session_ttl: chrono::Duration,
+        consent_keys: Arc<consent::keys::ConsentKeys>,
+    ) -> Self {
+        let trees = consent::tree::ConsentTrees::unloaded(consent_keys.depth());
+        let consent = consent::Consent {
+            keys: consent_keys,
+            trees,
+            settings: consent::ConsentSettings::default(),
+        };
+        Vault::new(pool, master, session_ttl, consent)
+    }
+
     /// The same vault with other limits on failed logins.
     pub fn with_login_throttle(self, throttle: LoginThrottle) -> Self {
         Vault { throttle, ..self }

@@ -186,6 +186,14 @@ impl ConsentTrees {
         })
     }
 
+    /// No tree loaded yet: each is rebuilt from the database on its first use.
+    pub(crate) fn unloaded(depth: u32) -> Self {
+        ConsentTrees {
+            depth,
+            trees: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The depth of every tree.
     pub(crate) fn depth(&self) -> u32 {
         self.depth
