@@ -507,6 +507,18 @@ async fn audit_access_passes_an_honest_run_and_reports_what_was_tampered_with() 
         .data();
     let anchoring = app.anchoring.as_ref().expect("anchoring");
     anchoring.wait_until_anchored().await.expect("anchored");
+    let keys = app
+        .graphql(
+            None,
+            "{ consentKeys { anchoredHeight verifyingKeyHash } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        keys.data()["consentKeys"]["anchoredHeight"].as_u64() > Some(0),
+        "the verifying key's hash is anchored: {:#}",
+        keys.body
+    );
     anchoring.stop().await;
     let chain_dir = app.chain_dir.clone().expect("chain dir");
     let audit = || {

@@ -503,32 +503,24 @@ impl Vault {
         let outcome = self
             .verify_consent(doctor, patient, scopes, challenge, root, proof)
             .await;
-        match outcome {
-            Ok(session) => Ok(session),
-            Err(Refusal::Failed(error)) => Err(error),
-            Err(Refusal::Denied(reason)) => {
-                self.log_access(
-                    doctor,
-                    Some(patient),
-                    AuditedAction::OpenConsent,
-                    None,
-                    Err(reason),
-                )
-                .await?;
-                Err(VaultError::Forbidden)
-            }
-            Err(Refusal::Malformed(message)) => {
-                self.log_access(
-                    doctor,
-                    Some(patient),
-                    AuditedAction::OpenConsent,
-                    None,
-                    Err("the proof is not well-formed"),
-                )
-                .await?;
-                Err(VaultError::InvalidInput(message))
-            }
-        }
+        let (reason, answer) = match outcome {
+            Ok(session) => return Ok(session),
+            Err(Refusal::Failed(error)) => return Err(error),
+            Err(Refusal::Denied(reason)) => (reason, VaultError::Forbidden),
+            Err(Refusal::Malformed(message)) => (
+                "the proof is not well-formed",
+                VaultError::InvalidInput(message),
+            ),
+        };
+        self.log_access(
+            doctor,
+            Some(patient),
+            AuditedAction::OpenConsent,
+            None,
+            Err(reason),
+        )
+        .await?;
+        Err(answer)
     }
 
     async fn verify_consent(
