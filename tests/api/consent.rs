@@ -612,3 +612,41 @@ async fn audit_access_reports_roots_and_keys_that_were_never_anchored() {
     assert!(text.contains("its root was never anchored"), "{report:#}");
     let _ = std::fs::remove_dir_all(chain_dir);
 }
+
+#[tokio::test]
+async fn concurrent_grants_leave_a_tree_that_every_witness_and_a_restart_agree_with() {
+    let app = spawn_app().await;
+    let admin = app.bootstrap_admin("St. Mary's", "admin-a").await;
+    let (doctor_id, doctor) = app.create_doctor(&admin, "dr-a").await;
+    let mut patients = Vec::new();
+    for n in 0..8 {
+        patients.push(
+            app.create_patient(&admin, &format!("patient-{n}"), "Pat Ient")
+                .await,
+        );
+    }
+    futures_util::future::join_all(
+        patients
+            .iter()
+            .map(|(_, token)| app.grant(token, &doctor_id, &["READ"])),
+    )
+    .await;
+    for (patient_id, _) in patients.iter().step_by(3) {
+        app.open_consent(&doctor, patient_id, &["READ"]).await;
+    }
+    let sequence: i64 = app.sql("SELECT sequence FROM consent_trees").await[0].get(0);
+    assert_eq!(sequence, 8, "one change per grant");
+    let consent = ConsentConfig {
+        keys_dir: consent_keys().0.clone(),
+        depth_if_created: CONSENT_DEPTH,
+        settings: ConsentSettings::default(),
+    };
+    Vault::open(
+        app.vault.pool().clone(),
+        &MasterKeySource::Hex(app.master_key_hex.clone()),
+        chrono::Duration::hours(1),
+        consent,
+    )
+    .await
+    .expect("the stored tree is the one its grants give");
+}

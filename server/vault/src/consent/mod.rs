@@ -447,10 +447,18 @@ impl Vault {
         patient: Uuid,
     ) -> VaultResult<ConsentWitnessView> {
         require_role(doctor, Role::Doctor)?;
-        let client = self.pool.get().await?;
-        let row = client
+        let mut client = self.pool.get().await?;
+        // One snapshot for the leaf, the tree's state and, if the memory copy is stale, the
+        // leaves it is rebuilt from, whatever other servers commit meanwhile.
+        let snapshot = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let row = snapshot
             .query_opt(
-                &client
+                &snapshot
                     .prepare_cached(
                         "SELECT l.hospital_id, l.leaf_index, l.salt, g.scope, g.expires_at
                          FROM consent_leaves l JOIN grants g ON g.id = l.grant_id
@@ -471,11 +479,12 @@ impl Vault {
             .consent
             .trees
             .path(
-                &client,
+                &snapshot,
                 hospital,
                 u64::try_from(index).map_err(VaultError::internal)?,
             )
             .await?;
+        snapshot.commit().await?;
         Ok(ConsentWitnessView {
             root: at.root,
             sequence: at.sequence,

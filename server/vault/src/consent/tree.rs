@@ -19,6 +19,7 @@ use medvault_circuits::Scope;
 use medvault_circuits::{consent_leaf, random_field_element, ConsentTree, Fr, MerklePath, OsRng};
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
@@ -69,10 +70,14 @@ struct MemoryTree {
     sequence: i64,
 }
 
+/// One hospital's tree as this process last saw it (`None`: not loaded, or dropped after a
+/// failed change), behind a lock of its own, so that hospitals never wait for one another.
+type TreeSlot = Arc<Mutex<Option<MemoryTree>>>;
+
 /// All hospitals' trees as this process last saw them.
 pub(crate) struct ConsentTrees {
     depth: u32,
-    trees: Mutex<HashMap<Uuid, MemoryTree>>,
+    trees: std::sync::Mutex<HashMap<Uuid, TreeSlot>>,
 }
 
 /// A leaf's authentication path with the tree state it belongs to.
@@ -178,11 +183,12 @@ impl ConsentTrees {
                 ))
                 .into());
             }
-            loaded.insert(hospital, MemoryTree { tree, sequence });
+            let slot = Arc::new(Mutex::new(Some(MemoryTree { tree, sequence })));
+            loaded.insert(hospital, slot);
         }
         Ok(ConsentTrees {
             depth,
-            trees: Mutex::new(loaded),
+            trees: std::sync::Mutex::new(loaded),
         })
     }
 
@@ -190,7 +196,7 @@ impl ConsentTrees {
     pub(crate) fn unloaded(depth: u32) -> Self {
         ConsentTrees {
             depth,
-            trees: Mutex::new(HashMap::new()),
+            trees: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -230,10 +236,11 @@ impl ConsentTrees {
             .await?;
         let stored_sequence: i64 = row.get(0);
         let stored_root = stored_field("consent root", row.get(1))?;
-        let mut trees = self.trees.lock().await;
+        let slot = self.slot(hospital);
+        let mut memory = slot.lock().await;
         let current = self
             .current(
-                &mut trees,
+                &mut memory,
                 transaction,
                 hospital,
                 stored_sequence,
@@ -242,7 +249,7 @@ impl ConsentTrees {
             .await?;
         let outcome = apply_to(transaction, master, hospital, current, change).await;
         if outcome.is_err() {
-            trees.remove(&hospital);
+            *memory = None;
         }
         outcome
     }
@@ -263,9 +270,10 @@ impl ConsentTrees {
             .ok_or(VaultError::NotFound("consent tree"))?;
         let sequence: i64 = row.get(0);
         let root = stored_field("consent root", row.get(1))?;
-        let mut trees = self.trees.lock().await;
+        let slot = self.slot(hospital);
+        let mut memory = slot.lock().await;
         let current = self
-            .current(&mut trees, client, hospital, sequence, root)
+            .current(&mut memory, client, hospital, sequence, root)
             .await?;
         let path = current
             .tree
@@ -278,18 +286,28 @@ impl ConsentTrees {
         })
     }
 
-    /// The memory copy of `hospital`'s tree, rebuilt from the stored leaves unless it is at the
-    /// stored sequence and root.
+    /// The lock over `hospital`'s memory copy, made empty on first use.
+    fn slot(&self, hospital: Uuid) -> TreeSlot {
+        let mut trees = match self.trees.lock() {
+            Ok(trees) => trees,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        trees.entry(hospital).or_default().clone()
+    }
+
+    /// The memory copy of `hospital`'s tree, rebuilt from the stored leaves (read through
+    /// `client`, in the snapshot `sequence` and `root` were read in) unless it is at the stored
+    /// sequence and root.
     async fn current<'a>(
         &self,
-        trees: &'a mut HashMap<Uuid, MemoryTree>,
+        memory: &'a mut Option<MemoryTree>,
         client: &impl GenericClient,
         hospital: Uuid,
         sequence: i64,
         root: Fr,
     ) -> VaultResult<&'a mut MemoryTree> {
-        let fresh = trees
-            .get(&hospital)
+        let fresh = memory
+            .as_ref()
             .is_some_and(|tree| tree.sequence == sequence && tree.tree.root() == root);
         if !fresh {
             let rows = client
@@ -314,9 +332,9 @@ impl ConsentTrees {
                     ),
                 }));
             }
-            trees.insert(hospital, MemoryTree { tree, sequence });
+            *memory = Some(MemoryTree { tree, sequence });
         }
-        trees.get_mut(&hospital).ok_or_else(|| {
+        memory.as_mut().ok_or_else(|| {
             VaultError::internal(TreeMismatch {
                 hospital,
                 difference: "the tree vanished while in use".into(),
