@@ -650,3 +650,29 @@ async fn concurrent_grants_leave_a_tree_that_every_witness_and_a_restart_agree_w
     .await
     .expect("the stored tree is the one its grants give");
 }
+
+#[tokio::test]
+async fn a_consent_session_ends_when_its_time_is_up() {
+    let app = spawn_app_with(AppOptions {
+        consent: ConsentSettings {
+            session_ttl: chrono::Duration::seconds(1),
+            ..ConsentSettings::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let CareTeam {
+        doctor, patient_id, ..
+    } = app.care_team().await;
+    app.graphql(Some(&doctor), READ_RECORDS, json!({ "id": patient_id }))
+        .await
+        .data();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    app.graphql(Some(&doctor), READ_RECORDS, json!({ "id": patient_id }))
+        .await
+        .expect_error("FORBIDDEN");
+    app.open_consent(&doctor, &patient_id, &["READ"]).await;
+    app.graphql(Some(&doctor), READ_RECORDS, json!({ "id": patient_id }))
+        .await
+        .data();
+}
