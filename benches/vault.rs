@@ -1,14 +1,22 @@
 //! Record write and read throughput through the GraphQL server, against raw SQL writing and
 //! reading the same number of bytes on the same PostgreSQL in the same run.
 //!
+//! The doctor works as every doctor must: a grantee key registered before the patient grants,
+//! and a READ and WRITE consent session opened with a proof (through `medvault-client`) before
+//! the first record. Proofs are not what this bench measures, so its consent keys are for a
+//! small tree (depth 3), made once under the target directory and reused.
+//!
 //! Run: `cargo bench --bench vault`. Uses `DATABASE_URL` if set, else a throwaway cluster.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
+use medvault_circuits::{GranteeSecret, OsRng};
+use medvault_client::{AccessScope, MedvaultClient};
 use medvault_server::configuration::{ApplicationConfig, ServerSettings};
 use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
 use medvault_vault::auth::Operator;
+use medvault_vault::consent::ConsentSettings;
 use medvault_vault::{database, MasterKeySource, NewStaffUser, VaultConfig};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +26,8 @@ use tokio::runtime::Runtime;
 const CLIENTS: u64 = 16;
 const BATCH: usize = 500;
 const PASSWORD: &str = "benchmark password 2026";
+/// The consent tree depth of this bench's keys: 4^3 = 64 grants, keys made in well under a second.
+const CONSENT_DEPTH: u32 = 3;
 
 struct Fixture {
     http: reqwest::Client,
@@ -50,12 +60,21 @@ impl Fixture {
             vault: VaultConfig {
                 pool_size: 32,
                 session_ttl: chrono::Duration::hours(2),
+                consent_keys_dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+                    .join(format!("bench-consent-keys-{CONSENT_DEPTH}")),
+                consent_depth: CONSENT_DEPTH,
+                // As long as the bearer session: a slow run must not outlive its consent.
+                consent: ConsentSettings {
+                    session_ttl: chrono::Duration::hours(2),
+                    ..ConsentSettings::default()
+                },
                 ..VaultConfig::new(url.clone(), MasterKeySource::Hex("42".repeat(32)))
             },
         };
         let application = Application::build(config).await.expect("app");
         let vault = application.services().vault().clone();
-        let endpoint = format!("http://127.0.0.1:{}/graphql", application.port());
+        let address = format!("http://127.0.0.1:{}", application.port());
+        let endpoint = format!("{address}/graphql");
         tokio::spawn(application.run_until_stopped());
 
         let admin = NewStaffUser {
@@ -91,6 +110,15 @@ impl Fixture {
             .as_str()
             .expect("doctor")
             .to_owned();
+        fixture.doctor = fixture.login("bench-doctor").await;
+        let doctor_client = MedvaultClient::new(&address)
+            .expect("client")
+            .with_token(fixture.doctor.clone());
+        let secret = GranteeSecret::generate(&mut OsRng);
+        doctor_client
+            .register_grantee_key(&secret)
+            .await
+            .expect("register the grantee key");
         let patient = fixture
             .call(&admin, "mutation($i: CreatePatientInput!) { createPatient(input: $i) { id } }",
                   json!({ "i": { "username": "bench-patient", "password": PASSWORD,
@@ -106,7 +134,16 @@ impl Fixture {
             .call(&patient_token, "mutation($d: ID!, $e: DateTime!) { grantAccess(doctorId: $d, scopes: [READ, WRITE], expiresAt: $e) { id } }",
                   json!({ "d": doctor_id, "e": (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339() }))
             .await;
-        fixture.doctor = fixture.login("bench-doctor").await;
+        let proving_key = doctor_client.proving_key(None).await.expect("proving key");
+        doctor_client
+            .open_consent(
+                &proving_key,
+                &secret,
+                &fixture.patient_id,
+                &[AccessScope::Read, AccessScope::Write],
+            )
+            .await
+            .expect("open a consent session");
         let added = fixture.add_batch().await;
         fixture.records = added["addMedicalRecords"]
             .as_array()

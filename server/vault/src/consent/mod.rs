@@ -625,8 +625,13 @@ impl Vault {
         let transaction = client.transaction().await.map_err(Refusal::internal)?;
         let spent = transaction
             .execute(
-                "UPDATE consent_challenges SET used_at = now()
-                 WHERE challenge = $1 AND used_at IS NULL",
+                &transaction
+                    .prepare_cached(
+                        "UPDATE consent_challenges SET used_at = now()
+                         WHERE challenge = $1 AND used_at IS NULL",
+                    )
+                    .await
+                    .map_err(Refusal::internal)?,
                 &[&challenge_bytes.as_slice()],
             )
             .await
@@ -636,9 +641,14 @@ impl Vault {
         }
         let grant = transaction
             .query_opt(
-                "SELECT id, expires_at FROM grants
-                 WHERE patient_id = $1 AND grantee_id = $2 AND revoked_at IS NULL
-                   AND expires_at > now() AND scope & $3 = $3",
+                &transaction
+                    .prepare_cached(
+                        "SELECT id, expires_at FROM grants
+                         WHERE patient_id = $1 AND grantee_id = $2 AND revoked_at IS NULL
+                           AND expires_at > now() AND scope & $3 = $3",
+                    )
+                    .await
+                    .map_err(Refusal::internal)?,
                 &[&patient, &doctor.user_id, &i32::from(required_scope.bits())],
             )
             .await
@@ -655,10 +665,16 @@ impl Vault {
         let id = Uuid::now_v7();
         transaction
             .execute(
-                "INSERT INTO consent_sessions
-                   (id, session_sha256, doctor_id, patient_id, hospital_id, grant_id, scope,
-                    opened_at, expires_at, root_sequence, verifying_key_sha3, public_inputs, proof)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                &transaction
+                    .prepare_cached(
+                        "INSERT INTO consent_sessions
+                           (id, session_sha256, doctor_id, patient_id, hospital_id, grant_id,
+                            scope, opened_at, expires_at, root_sequence, verifying_key_sha3,
+                            public_inputs, proof)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .await
+                    .map_err(Refusal::internal)?,
                 &[
                     &id,
                     &session.as_slice(),
