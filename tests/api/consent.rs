@@ -2,13 +2,13 @@
 //! server verifies and opens a consent session, and every bad opening is refused and logged.
 
 use crate::helpers::{
-    consent_keys, spawn_app, spawn_app_with, AppOptions, CareTeam, ConsentOpening, TestApp,
-    CONSENT_DEPTH, PASSWORD,
+    consent_config, consent_keys, spawn_app, spawn_app_with, AppOptions, CareTeam, ConsentOpening,
+    TestApp, CONSENT_DEPTH, PASSWORD,
 };
 use medvault_circuits::GranteeSecret;
 use medvault_client::{AccessScope, ClientError, MedvaultClient, StatementError};
 use medvault_vault::auth::Operator;
-use medvault_vault::consent::{ConsentConfig, ConsentSettings};
+use medvault_vault::consent::ConsentSettings;
 use medvault_vault::{MasterKeySource, OpenVaultError, Vault};
 use serde_json::json;
 use std::process::Command;
@@ -452,14 +452,7 @@ async fn a_restart_keeps_the_trees_and_a_corrupted_tree_refuses_to_start() {
     let reopen = || {
         let pool = app.vault.pool().clone();
         let key = MasterKeySource::Hex(app.master_key_hex.clone());
-        async move {
-            let consent = ConsentConfig {
-                keys_dir: consent_keys().0.clone(),
-                depth_if_created: CONSENT_DEPTH,
-                settings: ConsentSettings::default(),
-            };
-            Vault::open(pool, &key, chrono::Duration::hours(1), consent).await
-        }
+        async move { Vault::open(pool, &key, chrono::Duration::hours(1), consent_config()).await }
     };
     let restarted = reopen().await.expect("a restart over the same database");
     let doctor_actor = restarted
@@ -636,16 +629,11 @@ async fn concurrent_grants_leave_a_tree_that_every_witness_and_a_restart_agree_w
     }
     let sequence: i64 = app.sql("SELECT sequence FROM consent_trees").await[0].get(0);
     assert_eq!(sequence, 8, "one change per grant");
-    let consent = ConsentConfig {
-        keys_dir: consent_keys().0.clone(),
-        depth_if_created: CONSENT_DEPTH,
-        settings: ConsentSettings::default(),
-    };
     Vault::open(
         app.vault.pool().clone(),
         &MasterKeySource::Hex(app.master_key_hex.clone()),
         chrono::Duration::hours(1),
-        consent,
+        consent_config(),
     )
     .await
     .expect("the stored tree is the one its grants give");

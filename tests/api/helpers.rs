@@ -26,6 +26,15 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// The consent tree depth of test servers: 4^3 = 64 grants per hospital, keys made in a second.
 pub const CONSENT_DEPTH: u32 = 3;
 
+/// The consent side a vault reopened by a test (as a restarted server would) is opened with.
+pub fn consent_config() -> medvault_vault::consent::ConsentConfig {
+    medvault_vault::consent::ConsentConfig {
+        keys_dir: consent_keys().0.clone(),
+        depth_if_created: CONSENT_DEPTH,
+        settings: medvault_vault::consent::ConsentSettings::default(),
+    }
+}
+
 /// The consent keys every test server of this binary uses, made once in a temporary directory,
 /// and the proving key loaded from it.
 pub fn consent_keys() -> &'static (PathBuf, Arc<ConsentProvingKey>) {

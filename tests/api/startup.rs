@@ -1,9 +1,8 @@
 //! What `medvault serve` checks before it serves: the port, the master key against the
 //! database, and the throwaway clusters of processes that died.
 
-use crate::helpers::{consent_keys, spawn_app, CONSENT_DEPTH};
+use crate::helpers::{consent_config, consent_keys, spawn_app};
 use medvault_server::postgres_cluster::{ScratchServer, ThrowawayCluster};
-use medvault_vault::consent::{ConsentConfig, ConsentSettings};
 use medvault_vault::database;
 use medvault_vault::MasterKeySource;
 use medvault_vault::{OpenVaultError, Vault};
@@ -24,15 +23,6 @@ fn scratch_dir(label: &str) -> PathBuf {
 fn write_key_file(path: &Path, hex: &str) {
     std::fs::write(path, hex).expect("key file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
-
-/// The consent side test servers open with.
-fn test_consent() -> ConsentConfig {
-    ConsentConfig {
-        keys_dir: consent_keys().0.clone(),
-        depth_if_created: CONSENT_DEPTH,
-        settings: ConsentSettings::default(),
-    }
 }
 
 /// Runs `medvault serve` on a free port against `database_url` with the key file `key`, for a
@@ -74,7 +64,7 @@ async fn a_wrong_master_key_refuses_to_start_and_names_the_file() {
         app.vault.pool().clone(),
         &MasterKeySource::Hex(OTHER_KEY.into()),
         chrono::Duration::hours(1),
-        test_consent(),
+        consent_config(),
     )
     .await;
     assert!(matches!(opened, Err(OpenVaultError::WrongKey { .. })));
@@ -105,7 +95,7 @@ async fn a_database_from_before_key_checks_is_verified_against_its_patients() {
     let open = |hex: &str| {
         let source = MasterKeySource::Hex(hex.into());
         let pool = app.vault.pool().clone();
-        async move { Vault::open(pool, &source, chrono::Duration::hours(1), test_consent()).await }
+        async move { Vault::open(pool, &source, chrono::Duration::hours(1), consent_config()).await }
     };
     assert!(matches!(
         open(OTHER_KEY).await,

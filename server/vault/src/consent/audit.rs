@@ -30,6 +30,17 @@ pub struct EvidenceKey {
     pub verifying_key: Vec<u8>,
 }
 
+impl EvidenceKey {
+    /// The chain entry the server anchored for this key, if its stored hash and depth can name
+    /// one.
+    fn entry(&self) -> Option<Entry> {
+        Some(super::keys::verifying_key_entry(
+            self.key_sha3.clone().try_into().ok()?,
+            u32::try_from(self.depth).ok()?,
+        ))
+    }
+}
+
 /// One opened consent session with its proof.
 pub struct EvidenceSession {
     /// The session.
@@ -202,12 +213,7 @@ impl AccessEvidence {
 
     /// The chain entries the check needs: each verifying key's and each session's root.
     pub fn entries_to_look_up(&self) -> Vec<Entry> {
-        let keys = self.keys.iter().filter_map(|key| {
-            Some(Entry::VerifyingKey {
-                key_hash: Hash32(key.key_sha3.clone().try_into().ok()?),
-                label: super::keys::verifying_key_label(u32::try_from(key.depth).ok()?),
-            })
-        });
+        let keys = self.keys.iter().filter_map(EvidenceKey::entry);
         let roots = self.sessions.iter().filter_map(root_entry);
         keys.chain(roots).collect()
     }
@@ -231,11 +237,10 @@ impl AccessEvidence {
                 problem("the stored key does not hash to its recorded hash".into());
                 continue;
             }
-            let entry = Entry::VerifyingKey {
-                key_hash: Hash32(hash),
-                label: super::keys::verifying_key_label(u32::try_from(key.depth).unwrap_or(0)),
-            };
-            if !anchored.contains_key(&entry.hash()) {
+            let anchored_key = key
+                .entry()
+                .is_some_and(|entry| anchored.contains_key(&entry.hash()));
+            if !anchored_key {
                 problem("the verifying key was never anchored".into());
                 continue;
             }

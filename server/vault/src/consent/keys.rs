@@ -5,15 +5,21 @@
 //! a single-party setup, as the master key is made on first run: fine for one machine and the
 //! demo, and logged as such, since whoever ran it could forge proofs.
 
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::entry::Entry;
 use medvault_circuits::setup::{PROVING_KEY_FILE, VERIFYING_KEY_FILE};
 use medvault_circuits::{ConsentProvingKey, ConsentVerifyingKey, OsRng, PreparedConsentKey};
 use sha3::{Digest, Sha3_256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The label of the `VerifyingKey` chain entry for a consent key of one depth.
-pub fn verifying_key_label(depth: u32) -> String {
-    format!("medvault consent circuit, 4-ary tree depth {depth}")
+/// The `VerifyingKey` chain entry of a consent verifying key: its SHA3-256 and a label naming
+/// the tree depth it is for. The server anchors it and `audit access` looks for it.
+pub fn verifying_key_entry(key_sha3: [u8; 32], depth: u32) -> Entry {
+    Entry::VerifyingKey {
+        key_hash: Hash32(key_sha3),
+        label: format!("medvault consent circuit, 4-ary tree depth {depth}"),
+    }
 }
 
 /// The consent circuit's keys, loaded and checked to belong together.

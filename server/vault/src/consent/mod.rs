@@ -21,13 +21,12 @@ use crate::{Page, PageRequest, Vault};
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::GenericClient;
 use keys::ConsentKeys;
-use medvault_anchor_chain::entry::Entry;
-use medvault_circuits::field::{field_from_bytes, field_to_bytes};
+use medvault_circuits::field::field_to_bytes;
 use medvault_circuits::{
     random_field_element, ConsentProof, Fr, MerklePath, OsRng, PublicInputs, Scope,
 };
 use std::sync::Arc;
-use tree::{ConsentTrees, TreeMismatch};
+use tree::{stored_field, unix_seconds, ConsentTrees, TreeMismatch};
 use uuid::Uuid;
 
 pub use tree::TreeMismatch as ConsentTreeMismatch;
@@ -133,10 +132,7 @@ impl Consent {
         if !known {
             let outbox_id = crate::anchoring::outbox::queue(
                 client,
-                &Entry::VerifyingKey {
-                    key_hash: medvault_anchor_chain::bytes::Hash32(keys.verifying_key_sha3()),
-                    label: keys::verifying_key_label(keys.depth()),
-                },
+                &keys::verifying_key_entry(keys.verifying_key_sha3(), keys.depth()),
             )
             .await?;
             client
@@ -273,14 +269,6 @@ fn doctor_scope(scopes: &[AccessScope]) -> VaultResult<Scope> {
     }
     let mask = AccessScope::mask(scopes);
     Ok(Scope::from_bits(u16::try_from(mask).unwrap_or(0)))
-}
-
-fn unix_seconds(at: DateTime<Utc>) -> u64 {
-    u64::try_from(at.timestamp()).unwrap_or(0)
-}
-
-fn stored_field(what: &'static str, bytes: &[u8]) -> VaultResult<Fr> {
-    field_from_bytes(what, bytes).map_err(VaultError::internal)
 }
 
 impl Vault {
@@ -491,7 +479,7 @@ impl Vault {
             depth: self.consent.trees.depth(),
             patient_pseudonym: self.master.patient_consent_pseudonym(patient),
             granted_scope: Scope::from_bits(u16::try_from(scope).map_err(VaultError::internal)?),
-            expiry: tree::leaf_expiry(expires_at),
+            expiry: unix_seconds(expires_at),
             salt: stored_field("consent salt", row.get(2))?,
             path: at.path,
         })

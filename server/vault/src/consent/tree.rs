@@ -33,9 +33,10 @@ struct LeafFields {
     salt: Vec<u8>,
 }
 
-/// The consent-leaf expiry of a grant: whole seconds since the epoch.
-pub(crate) fn leaf_expiry(expires_at: DateTime<Utc>) -> u64 {
-    u64::try_from(expires_at.timestamp()).unwrap_or(0)
+/// Whole seconds since the epoch: a grant's expiry as its leaf commits to it, and a proof's
+/// `now`.
+pub(crate) fn unix_seconds(at: DateTime<Utc>) -> u64 {
+    u64::try_from(at.timestamp()).unwrap_or(0)
 }
 
 /// The stored tree disagrees with the grants it was built from.
@@ -87,7 +88,8 @@ pub(crate) struct PathAt {
     pub sequence: i64,
 }
 
-fn stored_field(what: &'static str, bytes: &[u8]) -> VaultResult<Fr> {
+/// A field element the database holds; one that does not decode is the server's own fault.
+pub(crate) fn stored_field(what: &'static str, bytes: &[u8]) -> VaultResult<Fr> {
     field_from_bytes(what, bytes).map_err(VaultError::internal)
 }
 
@@ -349,7 +351,7 @@ fn leaf_of(master: &MasterKey, fields: &LeafFields) -> VaultResult<Fr> {
         stored_field("grantee commitment", &fields.grantee_commitment)?,
         master.patient_consent_pseudonym(fields.patient),
         Scope::from_bits(u16::try_from(fields.scope).map_err(VaultError::internal)?),
-        leaf_expiry(fields.expires_at),
+        unix_seconds(fields.expires_at),
         stored_field("consent salt", &fields.salt)?,
     ))
 }
