@@ -16,6 +16,7 @@ use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
 use medvault_anchor_chain::verify::AuditSummary;
+use medvault_vault::anchoring::db_audit::audit_database;
 use medvault_vault::consent::audit::{AccessEvidence, AnchoredAt};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -113,6 +114,18 @@ pub enum AuditCommand {
     /// allowed doctor access inside a verified consent session of that doctor and patient.
     /// Prints a JSON report and fails if anything is wrong. Needs no master key.
     Access {
+        /// The vault's PostgreSQL.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        #[command(flatten)]
+        source: ChainSource,
+    },
+    /// Check a vault's database against the chain, without any key: recompute every record
+    /// version's leaf from its row and every access-log batch's root from its lines, and look
+    /// each up in the audited chain's final blocks. Prints a JSON report naming modified,
+    /// deleted, inserted, moved and unanchored versions and edited, removed or inserted log
+    /// lines (an erased patient's versions are counted as erased), and fails if any is found.
+    Db {
         /// The vault's PostgreSQL.
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
@@ -294,6 +307,10 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 database_url,
                 source,
             } => audit_access(&database_url, &source.to_sources()?).await,
+            AuditCommand::Db {
+                database_url,
+                source,
+            } => audit_db(&database_url, &source.to_sources()?).await,
             AuditCommand::Entry { source, hash } => {
                 let hash =
                     Hash32::from_hex(&hash).context("the entry hash must be 64 hex digits")?;
@@ -339,6 +356,24 @@ async fn audit_access(database_url: &str, sources: &ChainSources) -> anyhow::Res
     if !report.problems.is_empty() {
         bail!(
             "{} problem(s) found in the consent evidence",
+            report.problems.len()
+        );
+    }
+    Ok(())
+}
+
+/// Audits the chain, then the database against it.
+async fn audit_db(database_url: &str, sources: &ChainSources) -> anyhow::Result<()> {
+    let audited = audit_sources(sources).await?;
+    let pool = medvault_vault::database::connect_pool(database_url, 1)?;
+    let client = pool.get().await.context("connecting to the database")?;
+    let report = audit_database(&client, |entry_hash| audited.final_height_of(entry_hash))
+        .await
+        .context("auditing the database")?;
+    println!("{}", to_json(&report));
+    if !report.problems.is_empty() {
+        bail!(
+            "{} problem(s) found between the database and the chain",
             report.problems.len()
         );
     }

@@ -92,14 +92,20 @@ pub struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "MEDVAULT_LOG_JSON")]
     log_json: bool,
-    /// Anchor record versions and export manifests on an embedded single-validator chain kept
-    /// in this directory; without it or --chain-node, anchors wait in the outbox.
-    #[arg(long, env = "MEDVAULT_CHAIN_DIR")]
-    chain_dir: Option<PathBuf>,
-    /// Anchor on the members' validator cluster through this validator (`host:port` or URL)
-    /// instead of an embedded chain.
-    #[arg(long, env = "MEDVAULT_CHAIN_NODE", conflicts_with = "chain_dir")]
-    chain_node: Option<String>,
+    /// Where the embedded single-validator anchor chain keeps its key, genesis and blocks, when
+    /// no --chain-node is given: everything the server makes true is anchored there.
+    #[arg(long, env = "MEDVAULT_CHAIN_DIR", default_value = ".medvault/chain")]
+    chain_dir: PathBuf,
+    /// Anchor on the members' validator cluster instead of an embedded chain, through these
+    /// validators (`host:port` or URL; repeat the flag or separate with commas), following the
+    /// leader among them.
+    #[arg(
+        long = "chain-node",
+        env = "MEDVAULT_CHAIN_NODE",
+        value_delimiter = ',',
+        conflicts_with = "chain_dir"
+    )]
+    chain_nodes: Vec<String>,
     /// Where export jobs write their files.
     #[arg(long, env = "MEDVAULT_EXPORT_DIR", default_value = ".medvault/exports")]
     export_dir: PathBuf,
@@ -323,10 +329,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
         }
         let database = open_database(args.storage.database_url.clone()).await?;
-        let chain = match (&args.chain_dir, &args.chain_node) {
-            (Some(dir), _) => ChainTarget::Embedded(dir.clone()),
-            (None, Some(node)) => ChainTarget::Cluster(node.clone()),
-            (None, None) => ChainTarget::None,
+        let chain = if args.chain_nodes.is_empty() {
+            ChainTarget::Embedded(args.chain_dir.clone())
+        } else {
+            ChainTarget::Cluster(args.chain_nodes.clone())
         };
         let vault = VaultConfig {
             pool_size: args.pool_size,

@@ -51,6 +51,18 @@ pub struct HeadResponse {
     pub final_height: Option<u64>,
 }
 
+impl HeadResponse {
+    /// The head of `state`.
+    pub fn of(state: &crate::state::ChainState) -> HeadResponse {
+        HeadResponse {
+            chain_id: state.chain_id(),
+            height: state.head_height(),
+            hash: state.head().block.header.hash(),
+            final_height: state.final_height(),
+        }
+    }
+}
+
 /// Answer of `GET /v1/status`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct StatusResponse {
@@ -205,13 +217,7 @@ fn read_state(
 
 async fn head(State(validator): State<Validator>) -> Response {
     read_state(&validator, |state| {
-        Json(HeadResponse {
-            chain_id: state.chain_id(),
-            height: state.head_height(),
-            hash: state.head().block.header.hash(),
-            final_height: state.final_height(),
-        })
-        .into_response()
+        Json(HeadResponse::of(state)).into_response()
     })
 }
 

@@ -121,6 +121,15 @@ pub struct AuditedChain {
     /// The report of the first source.
     pub report: AuditReport,
     stored_state: Option<ChainState>,
+    final_entries: HashMap<Hash32, u64>,
+}
+
+impl AuditedChain {
+    /// The height of the final block holding the entry with this hash, if one of the audited
+    /// blocks does: a lookup for checking many entries without a proof request each.
+    pub fn final_height_of(&self, entry_hash: &Hash32) -> Option<u64> {
+        self.final_entries.get(entry_hash).copied()
+    }
 }
 
 /// Audits every source's chain, then compares the chains height by height.
@@ -183,9 +192,27 @@ pub async fn audit_sources(sources: &ChainSources) -> Result<AuditedChain, Sourc
         .into_iter()
         .next()
         .ok_or(SourceAuditError::NoSource)?;
+    let final_entries = chains
+        .first()
+        .map(|(_, blocks)| {
+            blocks
+                .iter()
+                .filter(|signed| !report.pending_tail.contains(&signed.block.header.height))
+                .flat_map(|signed| {
+                    let height = signed.block.header.height;
+                    signed
+                        .block
+                        .entries
+                        .iter()
+                        .map(move |entry| (entry.hash(), height))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(AuditedChain {
         report,
         stored_state,
+        final_entries,
     })
 }
 

@@ -12,18 +12,20 @@ use crate::state::EntryOutcome;
 use crate::verify::EntryProof;
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a request to a validator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No answer (connection refused, timeout, ...).
-    #[error("request to {url} failed: {source}")]
+    #[error("request to {url} failed: {detail}")]
     Transport {
         /// The URL.
         url: String,
-        /// The error.
-        source: reqwest::Error,
+        /// What failed.
+        detail: String,
     },
     /// The validator answered with an error.
     #[error("{url} answered {status}: {code}: {detail}")]
@@ -58,26 +60,87 @@ impl ClientError {
     }
 }
 
-/// A client of one validator's HTTP API.
+/// A client of a validator cluster's HTTP API through one or more of its nodes. Requests go to
+/// the node that answered last (the leader, once found); when it cannot be reached or answers
+/// that it cannot serve now, the others are tried in turn, and a submission that had to move
+/// looks for the leader among the nodes so that the next one goes straight to it.
 #[derive(Clone)]
 pub struct ChainClient {
-    base: String,
+    nodes: Arc<[String]>,
+    preferred: Arc<AtomicUsize>,
     http: reqwest::Client,
+}
+
+/// `host:port`, or a full URL, as a base URL without a trailing slash.
+fn base_url(address: &str) -> String {
+    if address.starts_with("http://") || address.starts_with("https://") {
+        address.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{address}")
+    }
 }
 
 impl ChainClient {
     /// A client of the validator at `address` (`host:port`, or a full `http://` URL).
     pub fn new(address: &str) -> ChainClient {
-        let base = if address.starts_with("http://") || address.starts_with("https://") {
-            address.trim_end_matches('/').to_owned()
-        } else {
-            format!("http://{address}")
-        };
+        ChainClient::for_nodes(&[address.to_owned()])
+    }
+
+    /// A client of the cluster reached through any of `addresses`; the first is tried first.
+    /// An empty list gives a client whose every request fails as unreachable.
+    pub fn for_nodes(addresses: &[String]) -> ChainClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        ChainClient { base, http }
+        ChainClient {
+            nodes: addresses.iter().map(|a| base_url(a)).collect(),
+            preferred: Arc::new(AtomicUsize::new(0)),
+            http,
+        }
+    }
+
+    /// The base URLs of the nodes this client uses.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Sends `request` to the preferred node and, while the answer is a retryable failure, to
+    /// each other node in turn; the node that answers becomes the preferred one. Returns the
+    /// answer and whether a node other than the preferred one gave it.
+    async fn on_any_node<T, F, Fut>(&self, request: F) -> Result<(T, bool), ClientError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last_failure = ClientError::Transport {
+            url: String::new(),
+            detail: "no validator address is configured".to_owned(),
+        };
+        for step in 0..self.nodes.len() {
+            let index = (first + step) % self.nodes.len();
+            match request(self.nodes[index].clone()).await {
+                Ok(answer) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((answer, step > 0));
+                }
+                Err(failure) if failure.is_retryable() => last_failure = failure,
+                Err(failure) => return Err(failure),
+            }
+        }
+        Err(last_failure)
+    }
+
+    /// Makes the configured node that says it is the leader the preferred one, if any does.
+    async fn follow_leader(&self) {
+        for (index, base) in self.nodes.iter().enumerate() {
+            let status: Result<StatusResponse, _> = self.get_from(base, "/v1/status").await;
+            if status.is_ok_and(|status| status.leader_id == Some(status.member_id)) {
+                self.preferred.store(index, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 
     async fn answer<T: DeserializeOwned>(
@@ -86,7 +149,7 @@ impl ChainClient {
     ) -> Result<T, ClientError> {
         let response = sent.map_err(|source| ClientError::Transport {
             url: url.clone(),
-            source,
+            detail: source.to_string(),
         })?;
         let status = response.status();
         let bytes = response
@@ -94,7 +157,7 @@ impl ChainClient {
             .await
             .map_err(|source| ClientError::Transport {
                 url: url.clone(),
-                source,
+                detail: source.to_string(),
             })?;
         if status != StatusCode::OK && status != StatusCode::ACCEPTED {
             let (code, detail) = match serde_json::from_slice::<ApiError>(&bytes) {
@@ -117,24 +180,42 @@ impl ChainClient {
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{}", self.base, path);
+    async fn get_from<T: DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let url = format!("{base}{path}");
         let sent = self.http.get(&url).send().await;
         Self::answer(url, sent).await
     }
 
-    /// Anchors entries; one outcome per entry once committed.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let (answer, _) = self
+            .on_any_node(|base| async move { self.get_from(&base, path).await })
+            .await?;
+        Ok(answer)
+    }
+
+    /// Anchors entries; one outcome per entry once committed. Submitting an entry already on
+    /// the chain answers with its existing receipt, so a submission repeated after a lost
+    /// answer anchors nothing twice.
     pub async fn submit(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, ClientError> {
-        let url = format!("{}/v1/entries", self.base);
-        let sent = self
-            .http
-            .post(&url)
-            .json(&SubmitRequest { entries })
-            .send()
-            .await;
-        Self::answer::<SubmitResponse>(url, sent)
-            .await
-            .map(|response| response.results)
+        let request = SubmitRequest { entries };
+        let (response, moved) = self
+            .on_any_node(|base| {
+                let request = &request;
+                async move {
+                    let url = format!("{base}/v1/entries");
+                    let sent = self.http.post(&url).json(request).send().await;
+                    Self::answer::<SubmitResponse>(url, sent).await
+                }
+            })
+            .await?;
+        if moved {
+            self.follow_leader().await;
+        }
+        Ok(response.results)
     }
 
     /// The chain head.

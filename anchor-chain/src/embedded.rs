@@ -2,12 +2,14 @@
 //! consensus and signing as a cluster member, with no HTTP listener; the key and genesis are
 //! created in the data directory the first time.
 
+use crate::api::HeadResponse;
 use crate::block::SignedBlock;
 use crate::block::ValidatorKey;
 use crate::bytes::Hash32;
 use crate::entry::{ApprovalPolicy, Entry, GenesisSpec, Member};
+use crate::governance::MemberSet;
 use crate::node::{StartError, SubmitError, Validator, ValidatorConfig};
-use crate::state::EntryOutcome;
+use crate::state::{ChainState, EntryOutcome};
 use crate::verify::EntryProof;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,6 +33,9 @@ pub enum EmbeddedError {
     /// A submission failed.
     #[error(transparent)]
     Submit(#[from] SubmitError),
+    /// A thread panicked while holding the chain state.
+    #[error("the embedded chain's state is unreadable after a panic")]
+    Poisoned,
     /// The validator did not become leader in time.
     #[error("the embedded validator did not become leader within {0:?}")]
     NoLeader(Duration),
@@ -115,6 +120,25 @@ impl EmbeddedChain {
     /// The block at `height`.
     pub fn block(&self, height: u64) -> Option<SignedBlock> {
         self.validator.state().read().ok()?.block(height).cloned()
+    }
+
+    fn read<T>(&self, read: impl FnOnce(&ChainState) -> T) -> Result<T, EmbeddedError> {
+        let state = self
+            .validator
+            .state()
+            .read()
+            .map_err(|_| EmbeddedError::Poisoned)?;
+        Ok(read(&state))
+    }
+
+    /// The chain's identity, head and final height, as a cluster's `GET /v1/head` gives them.
+    pub fn head(&self) -> Result<HeadResponse, EmbeddedError> {
+        self.read(HeadResponse::of)
+    }
+
+    /// The member set in force for the next block.
+    pub fn members(&self) -> Result<MemberSet, EmbeddedError> {
+        self.read(|state| state.current_members().clone())
     }
 
     /// Height of the last block.

@@ -34,6 +34,9 @@ pub enum ApiError {
         /// How long to wait.
         retry_after: std::time::Duration,
     },
+    /// A service the answer needs (the anchor chain) cannot be reached now; the request may
+    /// succeed if tried again.
+    Unavailable(&'static str),
     /// Something failed inside the server; the cause and its sources, for the log only.
     Internal(String),
 }
@@ -50,6 +53,7 @@ impl ApiError {
                 "too many {what}; retry in {} s",
                 whole_seconds(*retry_after)
             ),
+            ApiError::Unavailable(message) => (*message).to_owned(),
             ApiError::Internal(_) => "internal error".to_owned(),
         }
     }
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::BadUserInput(_) => "BAD_USER_INPUT",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
+            ApiError::Unavailable(_) => "SERVICE_UNAVAILABLE",
             ApiError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }

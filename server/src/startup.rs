@@ -73,6 +73,7 @@ impl Application {
             schema: graphql::build_schema(
                 services.vault().clone(),
                 services.exports().clone(),
+                graphql::anchoring::ChainView(services.anchoring().cloned()),
                 server_metrics.clone(),
                 settings.limits,
             ),

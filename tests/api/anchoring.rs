@@ -88,8 +88,218 @@ async fn every_record_version_is_anchored_with_an_inclusion_proof() {
         Ok(()),
         "the inclusion path and the block's signatures check out"
     );
+
+    let history = app
+        .graphql(
+            Some(&doctor),
+            "query($id: ID!) {
+               chainHead { chainId height hash finalHeight }
+               recordHistory(recordId: $id) {
+                 version anchorLeaf anchoring { status entryHash height leafIndex treeSize path
+                   entriesRoot blockHash signatures { signer signature } proof } } }",
+            json!({ "id": record }),
+        )
+        .await;
+    let data = history.data();
+    let head = &data["chainHead"];
+    assert_eq!(head["chainId"], report.genesis_hash.to_hex());
+    assert!(
+        head["height"].as_u64() >= Some(proof.header.height),
+        "{head}"
+    );
+    let versions = data["recordHistory"].as_array().expect("versions");
+    assert_eq!(versions.len(), 2);
+    for version in versions {
+        let anchoring = &version["anchoring"];
+        assert_eq!(anchoring["status"], "ANCHORED", "{anchoring}");
+        let leaf =
+            Hash32::from_hex(version["anchorLeaf"].as_str().expect("leaf")).expect("hex leaf");
+        let entry = Entry::RecordAnchor { leaf };
+        assert_eq!(anchoring["entryHash"], entry.hash().to_hex());
+        let from_api: medvault_anchor_chain::verify::EntryProof =
+            serde_json::from_value(anchoring["proof"].clone()).expect("the chain's proof form");
+        assert_eq!(from_api.entry, entry);
+        assert_eq!(
+            verify_entry(&from_api, &report),
+            Ok(()),
+            "the API's proof checks out against the audited chain"
+        );
+        let path: Vec<Hash32> = anchoring["path"]
+            .as_array()
+            .expect("path")
+            .iter()
+            .map(|hash| Hash32::from_hex(hash.as_str().expect("hex")).expect("a hash"))
+            .collect();
+        let inclusion = medvault_anchor_chain::merkle::InclusionProof {
+            index: anchoring["leafIndex"].as_u64().expect("index"),
+            tree_size: anchoring["treeSize"].as_u64().expect("size"),
+            path,
+        };
+        let root = Hash32::from_hex(anchoring["entriesRoot"].as_str().expect("root")).expect("hex");
+        assert!(inclusion.verify(
+            &medvault_anchor_chain::merkle::leaf_hash(&entry.canonical_bytes()),
+            &root
+        ));
+        assert_eq!(
+            anchoring["blockHash"],
+            report.header_hashes[anchoring["height"].as_u64().expect("height") as usize].to_hex()
+        );
+        assert!(!anchoring["signatures"]
+            .as_array()
+            .expect("signatures")
+            .is_empty());
+    }
     anchoring.stop().await;
     if let Some(chain_dir) = &app.chain_dir {
         let _ = std::fs::remove_dir_all(chain_dir);
     }
+}
+
+/// Waits until every block of the chain is final (signed by a majority), so that a stopped
+/// chain's files audit without a pending tail.
+async fn wait_until_final(chain: &medvault_vault::anchoring::AnchorChain) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let head = chain.head().await.expect("the chain head");
+        if head.final_height == Some(head.height) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chain stays unsigned"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `medvault audit db` against the stopped embedded chain in `chain_dir`; returns whether
+/// it passed and its JSON report.
+fn audit_db(database_url: &str, chain_dir: &std::path::Path) -> (bool, serde_json::Value) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_medvault"))
+        .args(["audit", "db", "--data-dir"])
+        .arg(chain_dir)
+        .arg("--genesis")
+        .arg(chain_dir.join("genesis.json"))
+        .env("DATABASE_URL", database_url)
+        .output()
+        .expect("run medvault audit db");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "no JSON report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.success(), report)
+}
+
+/// Runs statements in one transaction with foreign keys and triggers off, as someone with the
+/// database's superuser password could.
+async fn tamper(app: &crate::helpers::TestApp, statements: &str) {
+    let client = app.vault.pool().get().await.expect("connection");
+    client
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL session_replication_role = replica; {statements}; COMMIT;"
+        ))
+        .await
+        .expect("tamper");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_db_passes_an_honest_database_and_names_every_kind_of_tampering() {
+    let app = spawn_app_with(AppOptions {
+        anchoring: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let CareTeam {
+        admin,
+        doctor,
+        patient_id,
+        ..
+    } = app.care_team().await;
+    let (other_patient, _) = app
+        .create_patient(&admin, "pat-other", "Other Patient")
+        .await;
+    let mut records = Vec::new();
+    for value in 60..66 {
+        records.push(
+            app.add_record(&doctor, &patient_id, &value.to_string())
+                .await,
+        );
+    }
+    app.graphql(
+        Some(&doctor),
+        "mutation($id: ID!, $p: ID!, $r: MedicalRecordInput!) {
+           updateMedicalRecord(recordId: $id, patientId: $p, expectedVersion: 1, record: $r) { version } }",
+        json!({ "id": records[1], "p": patient_id, "r": crate::helpers::heart_rate("70") }),
+    )
+    .await
+    .data();
+    let anchoring = app.anchoring.as_ref().expect("anchoring");
+    anchoring.wait_until_anchored().await.expect("anchored");
+    wait_until_final(anchoring.chain()).await;
+    anchoring.stop().await;
+    let chain_dir = app.chain_dir.clone().expect("chain dir");
+
+    let (passed, report) = audit_db(&app.database_url, &chain_dir);
+    assert!(passed, "{report:#}");
+    assert_eq!(report["versions_checked"], 7, "{report:#}");
+    assert!(
+        report["log_batches_checked"].as_u64() >= Some(1),
+        "{report:#}"
+    );
+    assert!(
+        report["log_lines_checked"].as_u64() >= Some(7),
+        "{report:#}"
+    );
+
+    let [changed_byte, renumbered, deleted, copied, moved, ..] = &records[..] else {
+        unreachable!("six records")
+    };
+    tamper(
+        &app,
+        &format!(
+            "UPDATE record_versions SET ciphertext = set_byte(ciphertext, 20, get_byte(ciphertext, 20) # 1)
+               WHERE record_id = '{changed_byte}';
+             UPDATE record_versions SET version = 3 WHERE record_id = '{renumbered}' AND version = 2;
+             DELETE FROM record_version_keys WHERE record_id = '{deleted}';
+             DELETE FROM record_versions WHERE record_id = '{deleted}';
+             INSERT INTO record_versions (record_id, version, operation, ciphertext, ciphertext_sha3,
+                                          author_id, created_at, anchor_leaf)
+               SELECT record_id, 2, 'update', ciphertext, ciphertext_sha3, author_id,
+                      created_at + interval '1 second', anchor_leaf
+               FROM record_versions WHERE record_id = '{copied}';
+             UPDATE records SET patient_id = '{other_patient}' WHERE id = '{moved}';
+             UPDATE access_log SET action = 'read_profile'
+               WHERE id = (SELECT min(id) FROM access_log WHERE batch_number IS NOT NULL);
+             DELETE FROM access_log
+               WHERE id = (SELECT max(id) FROM access_log WHERE batch_number IS NOT NULL)"
+        ),
+    )
+    .await;
+    let (passed, report) = audit_db(&app.database_url, &chain_dir);
+    assert!(!passed, "{report:#}");
+    let problems = report["problems"].as_array().expect("problems");
+    let found = |expected: serde_json::Value| {
+        let expected = expected.as_object().expect("an object");
+        problems.iter().any(|problem| {
+            expected
+                .iter()
+                .all(|(field, value)| problem.get(field) == Some(value))
+        })
+    };
+    for expected in [
+        json!({ "kind": "version_modified", "record": changed_byte, "version": 1 }),
+        json!({ "kind": "version_modified", "record": renumbered, "version": 3 }),
+        json!({ "kind": "version_deleted", "record": renumbered, "version": 2 }),
+        json!({ "kind": "version_deleted", "record": deleted, "version": 1 }),
+        json!({ "kind": "version_inserted", "record": copied, "version": 2 }),
+        json!({ "kind": "version_moved", "record": moved, "version": 1,
+                "from_patient": patient_id, "to_patient": other_patient }),
+        json!({ "kind": "log_line_edited" }),
+        json!({ "kind": "log_lines_removed", "count": 1 }),
+    ] {
+        assert!(found(expected.clone()), "{expected} not in {report:#}");
+    }
+    let _ = std::fs::remove_dir_all(chain_dir);
 }

@@ -1,10 +1,14 @@
 //! The GraphQL face of anonymized exports: policy and ceiling inputs, and views of jobs and
 //! manifests. The exporter crate knows nothing of GraphQL; the conversions live here.
 
+use super::anchoring::{Anchoring, ChainView};
 use super::types::{Organization, User};
 use super::vocabulary::Role;
+use crate::error::ApiError;
 use async_graphql::{Context, Enum, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::entry::Entry;
 use medvault_exporter::policy::{
     BirthGeneralization, DateGeneralization, PseudonymScope, ZipGeneralization,
 };
@@ -356,6 +360,20 @@ impl ExportJob {
     /// The chain height the manifest hash was anchored at, once it is.
     async fn anchored_height(&self) -> Option<i64> {
         self.0.anchored_height
+    }
+    /// Where the manifest hash is anchored: pending, or its block and inclusion proof; null
+    /// until the job succeeded.
+    async fn anchoring(&self, ctx: &Context<'_>) -> Result<Option<Anchoring>> {
+        let Some(manifest_sha3) = &self.0.manifest_sha3 else {
+            return Ok(None);
+        };
+        let manifest_hash: [u8; 32] = manifest_sha3.as_slice().try_into().map_err(|_| {
+            ApiError::Internal("a stored manifest hash is not 32 bytes".into()).to_graphql()
+        })?;
+        let entry = Entry::ExportManifest {
+            manifest_hash: Hash32(manifest_hash),
+        };
+        Ok(Some(ChainView::anchoring_of(ctx, entry).await?))
     }
     /// The hospitals whose patients consented, each with the ceiling its patients were exported
     /// under or left out for want of one; empty until the job succeeded.

@@ -2,6 +2,7 @@
 //! the HTTP application. Only this module, `startup` and `error` (the mapping of vault errors)
 //! know GraphQL exists.
 
+pub mod anchoring;
 pub mod bounds;
 pub mod consent;
 mod exports;
@@ -70,16 +71,19 @@ impl Default for QueryLimits {
     }
 }
 
-/// Builds the schema over `vault` and its export jobs, counting logins in `metrics`.
+/// Builds the schema over `vault`, its export jobs and the chain it anchors on, counting logins
+/// in `metrics`.
 pub fn build_schema(
     vault: Vault,
     exports: Exports,
+    chain: anchoring::ChainView,
     metrics: Metrics,
     limits: QueryLimits,
 ) -> MedvaultSchema {
     limited_schema(limits)
         .data(vault)
         .data(exports)
+        .data(chain)
         .data(metrics)
         .finish()
 }

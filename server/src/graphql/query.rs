@@ -1,5 +1,6 @@
 //! Read operations.
 
+use super::anchoring::{chain_head, ChainHead};
 use super::consent::{AccessProof, ConsentKeys, ConsentWitness};
 use super::exports::{ExportCeilingView, ExportJob, HospitalExportCeiling};
 use super::types::{
@@ -19,6 +20,12 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
+    /// The latest block of the chain this server anchors on, and its latest final height;
+    /// null when it anchors on none. Public: it says nothing of anyone's data.
+    async fn chain_head(&self, ctx: &Context<'_>) -> Result<Option<ChainHead>> {
+        chain_head(ctx).await
+    }
+
     /// The consent circuit's keys in use: the tree depth, the verifying key's hash and where it
     /// is anchored, and where to fetch the proving key. Public.
     async fn consent_keys(&self, ctx: &Context<'_>) -> Result<ConsentKeys> {

@@ -1,6 +1,7 @@
 //! The GraphQL object types: thin views over the vault's own types. Every edge that leads to
 //! more health data resolves through the vault, which authorizes it again.
 
+use super::anchoring::{Anchoring, ChainView};
 use super::vocabulary::{
     AccessScope, MedicalDetails, OrganizationKind, PersonalDetails, RecordContent, Role,
 };
@@ -10,6 +11,8 @@ use async_graphql::connection::Connection;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::entry::Entry;
 use medvault_vault::{AuditedAction, Vault};
 use uuid::Uuid;
 
@@ -297,6 +300,18 @@ impl MedicalRecord {
     async fn anchor_leaf(&self) -> String {
         hex::encode(&self.0.anchor_leaf)
     }
+    /// Where the current version is anchored: pending, or its block and inclusion proof.
+    async fn anchoring(&self, ctx: &Context<'_>) -> Result<Anchoring> {
+        ChainView::anchoring_of(ctx, record_anchor(&self.0.anchor_leaf)?).await
+    }
+}
+
+/// The chain entry of a record version's leaf.
+fn record_anchor(leaf: &[u8]) -> Result<Entry> {
+    let leaf: [u8; 32] = leaf
+        .try_into()
+        .map_err(|_| ApiError::Internal("a stored anchor leaf is not 32 bytes".into()))?;
+    Ok(Entry::RecordAnchor { leaf: Hash32(leaf) })
 }
 
 /// How a record version came to be.
@@ -345,6 +360,10 @@ impl RecordVersion {
     }
     async fn anchor_leaf(&self) -> String {
         hex::encode(&self.0.anchor_leaf)
+    }
+    /// Where this version is anchored: pending, or its block and inclusion proof.
+    async fn anchoring(&self, ctx: &Context<'_>) -> Result<Anchoring> {
+        ChainView::anchoring_of(ctx, record_anchor(&self.0.anchor_leaf)?).await
     }
 }
 

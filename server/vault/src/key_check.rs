@@ -11,6 +11,7 @@ use crate::crypto::{KeyFileError, MasterKey};
 use crate::Vault;
 use deadpool_postgres::Pool;
 use std::path::PathBuf;
+use uuid::Uuid;
 
 /// Where the master key comes from.
 #[derive(Clone)]
@@ -142,6 +143,7 @@ impl Vault {
                 }
             }
         }
+        store_missing_pseudonyms(&client, &master).await?;
         let consent = Consent::open(&client, &master, consent).await?;
         drop(client);
         Ok(Vault::new(pool, master, session_ttl, consent))
@@ -150,6 +152,39 @@ impl Vault {
 
 /// Whether `master` unwraps a stored patient key, or there is none: how a database from before
 /// key check values is verified once, before its value is written.
+/// Stores the anchor pseudonym of every patient created before pseudonyms were kept, so that
+/// every record-version leaf can be recomputed from the database alone.
+async fn store_missing_pseudonyms(
+    client: &deadpool_postgres::Client,
+    master: &MasterKey,
+) -> Result<(), tokio_postgres::Error> {
+    let patients: Vec<Uuid> = client
+        .query(
+            "SELECT id FROM users WHERE role = 'patient' AND anchor_pseudonym IS NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if patients.is_empty() {
+        return Ok(());
+    }
+    let pseudonyms: Vec<Vec<u8>> = patients
+        .iter()
+        .map(|&patient| master.patient_pseudonym(patient).to_vec())
+        .collect();
+    client
+        .execute(
+            "UPDATE users u SET anchor_pseudonym = p.pseudonym
+             FROM unnest($1::uuid[], $2::bytea[]) AS p(id, pseudonym)
+             WHERE u.id = p.id AND u.anchor_pseudonym IS NULL",
+            &[&patients, &pseudonyms],
+        )
+        .await?;
+    Ok(())
+}
+
 async fn opens_a_patient_key(
     client: &deadpool_postgres::Client,
     master: &MasterKey,

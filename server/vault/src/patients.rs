@@ -89,14 +89,16 @@ impl Vault {
         let transaction = client.transaction().await?;
         transaction
             .execute(
-                "INSERT INTO users (id, organization_id, username, role, password_hash, created_by)
-                 VALUES ($1, $2, $3, 'patient', $4, $5)",
+                "INSERT INTO users (id, organization_id, username, role, password_hash, created_by,
+                                    anchor_pseudonym)
+                 VALUES ($1, $2, $3, 'patient', $4, $5, $6)",
                 &[
                     &patient,
                     &admin.organization_id,
                     &username,
                     &password_hash,
                     &admin.user_id,
+                    &self.master.patient_pseudonym(patient).as_slice(),
                 ],
             )
             .await

@@ -1,7 +1,7 @@
 //! Everything a medvault process runs besides its transports, started in one place: the vault
 //! over its pool, the export job machinery, and the anchoring worker on its chain.
 
-use crate::anchoring::{AnchorChain, AnchoringWorker};
+use crate::anchoring::{chain_check, AnchorChain, AnchoringError, AnchoringWorker, ChainMismatch};
 use crate::consent::{ConsentConfig, ConsentSettings};
 use crate::database::{self, DatabaseError};
 use crate::exports::Exports;
@@ -9,6 +9,7 @@ use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the anchoring worker puts the outbox's entries.
 #[derive(Clone, Debug)]
@@ -17,8 +18,9 @@ pub enum ChainTarget {
     None,
     /// A single-validator chain in this process, kept in this directory.
     Embedded(PathBuf),
-    /// The members' validator cluster, through the node at this address (`host:port` or URL).
-    Cluster(String),
+    /// The members' validator cluster, through any of the nodes at these addresses (`host:port`
+    /// or URL), following the leader.
+    Cluster(Vec<String>),
 }
 
 /// What the vault's side of a process is built from.
@@ -86,6 +88,41 @@ pub enum StartError {
     /// The embedded anchor chain did not start.
     #[error("starting the embedded anchor chain")]
     Chain(#[from] EmbeddedError),
+    /// The configured chain is not the one this database anchored on.
+    #[error("refusing to start")]
+    ChainMismatch(#[source] ChainMismatch),
+}
+
+/// How long start-up waits for the chain to answer the start-up check before serving anyway,
+/// leaving the check to the anchoring worker.
+const CHAIN_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Runs the chain check before serving: a chain that answers and disagrees refuses the start;
+/// one that cannot be reached is checked by the worker before it anchors anything. Returns
+/// whether the check passed.
+async fn check_chain_at_start(
+    pool: &deadpool_postgres::Pool,
+    chain: &AnchorChain,
+) -> Result<bool, StartError> {
+    let checked = tokio::time::timeout(CHAIN_CHECK_PATIENCE, async {
+        chain_check::check(&pool.get().await?, chain).await
+    })
+    .await;
+    match checked {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(AnchoringError::Mismatch(mismatch))) => Err(StartError::ChainMismatch(mismatch)),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the anchor chain cannot be checked now; anchoring waits until it can");
+            Ok(false)
+        }
+        Err(_) => {
+            tracing::warn!(
+                patience_s = CHAIN_CHECK_PATIENCE.as_secs(),
+                "the anchor chain did not answer; anchoring waits until it can be checked"
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// The vault, the export jobs and the anchoring worker of one process. [`Services::start`] is
@@ -125,9 +162,17 @@ impl Services {
             ChainTarget::Embedded(dir) => {
                 Some(AnchorChain::Embedded(EmbeddedChain::open(dir).await?))
             }
-            ChainTarget::Cluster(node) => Some(AnchorChain::Cluster(ChainClient::new(node))),
+            ChainTarget::Cluster(nodes) => {
+                Some(AnchorChain::Cluster(ChainClient::for_nodes(nodes)))
+            }
         };
-        let anchoring = chain.map(|chain| AnchoringWorker::start(vault.pool().clone(), chain));
+        let anchoring = match chain {
+            None => None,
+            Some(chain) => {
+                let checked = check_chain_at_start(vault.pool(), &chain).await?;
+                Some(AnchoringWorker::start(vault.pool().clone(), chain, checked))
+            }
+        };
         let exports = Exports::new(
             vault.clone(),
             config.export_dir.clone(),

@@ -31,6 +31,100 @@ pub fn record_version_leaf(
     hasher.finalize().into()
 }
 
+/// One access-log line as stored: every column that says who did what to whose data, and how
+/// it ended. The line's leaf covers all of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedLine {
+    /// Its position in the log.
+    pub id: i64,
+    /// When it was logged.
+    pub at: DateTime<Utc>,
+    /// Who asked.
+    pub actor_id: Uuid,
+    /// In what role.
+    pub actor_role: String,
+    /// What they asked to do.
+    pub action: String,
+    /// Whose data, if the request named a patient.
+    pub patient_id: Option<Uuid>,
+    /// Which record, if one.
+    pub record_id: Option<Uuid>,
+    /// `allowed` or `denied`.
+    pub outcome: String,
+    /// Why it was refused.
+    pub reason: Option<String>,
+    /// The consent session a doctor's access went through.
+    pub consent_session_id: Option<Uuid>,
+}
+
+/// The columns of `access_log` that [`LoggedLine::from_row`] reads, in its order.
+pub const LOGGED_LINE_COLUMNS: &str =
+    "id, at, actor_id, actor_role, action, patient_id, record_id, outcome, reason, consent_session_id";
+
+impl LoggedLine {
+    /// The line in a row selected with [`LOGGED_LINE_COLUMNS`] first.
+    pub fn from_row(row: &tokio_postgres::Row) -> LoggedLine {
+        LoggedLine {
+            id: row.get(0),
+            at: row.get(1),
+            actor_id: row.get(2),
+            actor_role: row.get(3),
+            action: row.get(4),
+            patient_id: row.get(5),
+            record_id: row.get(6),
+            outcome: row.get(7),
+            reason: row.get(8),
+            consent_session_id: row.get(9),
+        }
+    }
+
+    /// The line's leaf: SHA3-256 over a domain tag and every column, each text length-prefixed
+    /// and each optional column flagged, so that no two different lines share an encoding.
+    pub fn leaf(&self) -> [u8; 32] {
+        let mut hasher = Sha3_256::new();
+        hasher.update(b"medvault/access-log-line/v1");
+        hasher.update(self.id.to_be_bytes());
+        hasher.update(self.at.timestamp_micros().to_be_bytes());
+        hasher.update(self.actor_id.as_bytes());
+        for text in [&self.actor_role, &self.action, &self.outcome] {
+            update_text(&mut hasher, Some(text));
+        }
+        for id in [self.patient_id, self.record_id, self.consent_session_id] {
+            match id {
+                Some(id) => {
+                    hasher.update([1]);
+                    hasher.update(id.as_bytes());
+                }
+                None => hasher.update([0]),
+            }
+        }
+        update_text(&mut hasher, self.reason.as_deref());
+        hasher.finalize().into()
+    }
+}
+
+fn update_text(hasher: &mut Sha3_256, text: Option<&str>) {
+    match text {
+        Some(text) => {
+            hasher.update([1]);
+            hasher.update((text.len() as u64).to_be_bytes());
+            hasher.update(text.as_bytes());
+        }
+        None => hasher.update([0]),
+    }
+}
+
+/// The first leaf of access-log batch `number`: it binds the batch to its place in the run of
+/// batches and to the root of the one before (zeros for the first), so that a batch cannot be
+/// removed or reordered without breaking the next one.
+pub fn access_log_batch_header(number: i64, previous_root: &[u8; 32]) -> [u8; 32] {
+    let mut hasher = Sha3_256::new();
+    hasher.update(b"medvault/access-log-batch/v1");
+    hasher.update(number.to_be_bytes());
+    hasher.update(previous_root);
+    hasher.finalize().into()
+}
+
 /// Truncates a time to the microsecond precision PostgreSQL stores.
 pub fn to_stored_precision(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
@@ -57,5 +151,66 @@ mod tests {
             base,
             record_version_leaf(record, 1, &[1; 32], &[2; 32], later)
         );
+    }
+
+    #[test]
+    fn every_column_of_a_logged_line_changes_its_leaf() {
+        let line = LoggedLine {
+            id: 7,
+            at: DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap(),
+            actor_id: Uuid::from_u128(1),
+            actor_role: "doctor".into(),
+            action: "read_record".into(),
+            patient_id: Some(Uuid::from_u128(2)),
+            record_id: None,
+            outcome: "allowed".into(),
+            reason: None,
+            consent_session_id: Some(Uuid::from_u128(3)),
+        };
+        let changed = [
+            LoggedLine {
+                id: 8,
+                ..line.clone()
+            },
+            LoggedLine {
+                at: line.at + chrono::Duration::microseconds(1),
+                ..line.clone()
+            },
+            LoggedLine {
+                actor_id: Uuid::from_u128(9),
+                ..line.clone()
+            },
+            LoggedLine {
+                actor_role: "admin".into(),
+                ..line.clone()
+            },
+            LoggedLine {
+                action: "write_record".into(),
+                ..line.clone()
+            },
+            LoggedLine {
+                patient_id: None,
+                ..line.clone()
+            },
+            LoggedLine {
+                record_id: Some(Uuid::from_u128(2)),
+                ..line.clone()
+            },
+            LoggedLine {
+                outcome: "denied".into(),
+                ..line.clone()
+            },
+            LoggedLine {
+                reason: Some(String::new()),
+                ..line.clone()
+            },
+            LoggedLine {
+                consent_session_id: None,
+                ..line.clone()
+            },
+        ];
+        for other in changed {
+            assert_ne!(line.leaf(), other.leaf(), "{other:?}");
+        }
     }
 }

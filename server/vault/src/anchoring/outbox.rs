@@ -5,7 +5,8 @@
 //! writes the version, an export's manifest hash in the transaction that marks the job done.
 //! Each row holds its [`Entry`] in the chain's one canonical encoding
 //! ([`Entry::canonical_bytes`]), so every kind of entry the chain knows goes through the same
-//! column; [`encode`] is the only way one is written and [`pending`] the only way one is read.
+//! column; [`encode`] is the only way one is written and [`lock_pending`] the only way one is read
+//! for anchoring.
 
 use super::AnchoringError;
 use deadpool_postgres::GenericClient;
@@ -39,8 +40,9 @@ pub(crate) async fn queue(
         .get(0))
 }
 
-/// Up to `limit` entries not anchored yet, oldest first, with their outbox ids.
-pub(super) async fn pending(
+/// Up to `limit` entries neither anchored nor refused yet, oldest first, with their outbox ids,
+/// locked until the caller's transaction ends; rows another transaction holds are skipped.
+pub(super) async fn lock_pending(
     client: &impl GenericClient,
     limit: i64,
 ) -> Result<Vec<(i64, Entry)>, AnchoringError> {
@@ -48,8 +50,9 @@ pub(super) async fn pending(
         .query(
             &client
                 .prepare_cached(
-                    "SELECT id, entry FROM anchor_outbox WHERE anchored_height IS NULL
-                     ORDER BY id LIMIT $1",
+                    "SELECT id, entry FROM anchor_outbox
+                     WHERE anchored_height IS NULL AND chain_refusal IS NULL
+                     ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 )
                 .await?,
             &[&limit],
@@ -80,6 +83,26 @@ pub(super) async fn mark_anchored(
                 )
                 .await?,
             &[&ids, &heights],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records why the chain refused each of `ids`, so that they are not submitted again and an
+/// operator can see them.
+pub(super) async fn mark_refused(
+    client: &impl GenericClient,
+    ids: &[i64],
+    reasons: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            "UPDATE anchor_outbox o SET chain_refusal = a.reason
+             FROM unnest($1::bigint[], $2::text[]) AS a(id, reason) WHERE o.id = a.id",
+            &[&ids, &reasons],
         )
         .await?;
     Ok(())

@@ -2,12 +2,12 @@
 //! entry was anchored at, so that every record version written and every export made can be
 //! proven unaltered from the chain alone.
 
-use super::outbox;
+use super::{chain_check, log_batches, outbox, AnchorChain};
 use deadpool_postgres::Pool;
-use medvault_anchor_chain::client::{ChainClient, ClientError};
-use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
-use medvault_anchor_chain::entry::Entry;
+use medvault_anchor_chain::client::ClientError;
+use medvault_anchor_chain::embedded::EmbeddedError;
 use medvault_anchor_chain::state::EntryOutcome;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -28,9 +28,12 @@ pub enum AnchoringError {
     /// The embedded validator refused or failed the submission.
     #[error("embedded anchor chain")]
     Embedded(#[from] EmbeddedError),
-    /// The validator cluster could not be reached or failed the submission.
+    /// No node of the validator cluster could be reached, or the cluster failed the submission.
     #[error("anchor chain cluster")]
     Cluster(#[from] ClientError),
+    /// The configured chain is not the one the database anchored on.
+    #[error(transparent)]
+    Mismatch(#[from] super::ChainMismatch),
     /// An outbox row does not hold an entry in the chain's canonical encoding.
     #[error("anchor outbox row {0} holds no entry in the chain's canonical encoding")]
     MalformedEntry(i64),
@@ -42,57 +45,25 @@ pub enum AnchoringError {
     Stopped,
 }
 
-/// The chain the worker anchors on. An enum, not a trait: there are two targets, both known
-/// here.
-pub enum AnchorChain {
-    /// A single validator in this process.
-    Embedded(EmbeddedChain),
-    /// The members' validator cluster, through one of its nodes.
-    Cluster(ChainClient),
-}
-
-impl AnchorChain {
-    async fn submit(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, AnchoringError> {
-        Ok(match self {
-            AnchorChain::Embedded(chain) => chain.submit(entries).await?,
-            AnchorChain::Cluster(client) => client.submit(entries).await?,
-        })
-    }
-
-    /// The height of the chain's last block.
-    pub async fn head_height(&self) -> Result<u64, AnchoringError> {
-        Ok(match self {
-            AnchorChain::Embedded(chain) => chain.head_height(),
-            AnchorChain::Cluster(client) => client.head().await?.height,
-        })
-    }
-
-    /// The embedded validator, for reading its blocks and proofs in process.
-    pub fn embedded(&self) -> Option<&EmbeddedChain> {
-        match self {
-            AnchorChain::Embedded(chain) => Some(chain),
-            AnchorChain::Cluster(_) => None,
-        }
-    }
-
-    async fn shutdown(&self) {
-        if let AnchorChain::Embedded(chain) = self {
-            chain.shutdown().await;
-        }
-    }
-}
-
-/// Anchors up to one batch of pending entries; returns how many were anchored. Only the worker
-/// calls it, so that one place decides when the outbox is drained.
+/// Anchors up to one batch of pending entries; returns how many were anchored or refused. Only
+/// the worker calls it, so that one place decides when the outbox is drained.
+///
+/// The batch's rows stay locked (`FOR UPDATE SKIP LOCKED`) from reading to recording, so that
+/// the workers of several servers over one database share the outbox instead of submitting the
+/// same rows. A server that dies after submitting leaves its rows pending; they are submitted
+/// again and the chain, which keeps every entry once, answers with the receipts of the first
+/// submission: an entry is anchored exactly once.
 async fn anchor_pending(pool: &Pool, chain: &AnchorChain) -> Result<usize, AnchoringError> {
-    let client = pool.get().await?;
-    let pending = outbox::pending(&client, BATCH).await?;
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    let pending = outbox::lock_pending(&transaction, BATCH).await?;
     if pending.is_empty() {
         return Ok(0);
     }
     let (ids, entries): (Vec<i64>, Vec<_>) = pending.into_iter().unzip();
     let outcomes = chain.submit(entries).await?;
     let (mut anchored_ids, mut heights) = (Vec::new(), Vec::new());
+    let (mut refused_ids, mut reasons) = (Vec::new(), Vec::new());
     for (id, outcome) in ids.into_iter().zip(outcomes) {
         match outcome {
             EntryOutcome::Anchored(receipt) => {
@@ -100,17 +71,26 @@ async fn anchor_pending(pool: &Pool, chain: &AnchorChain) -> Result<usize, Ancho
                 heights.push(receipt.height as i64);
             }
             EntryOutcome::Rejected(reason) => {
-                tracing::error!(outbox_id = id, %reason, "the chain refused a leaf")
+                tracing::error!(outbox_id = id, %reason, "the chain refused an entry");
+                refused_ids.push(id);
+                reasons.push(reason);
             }
         }
     }
-    outbox::mark_anchored(&client, &anchored_ids, &heights).await?;
-    Ok(anchored_ids.len())
+    outbox::mark_anchored(&transaction, &anchored_ids, &heights).await?;
+    outbox::mark_refused(&transaction, &refused_ids, &reasons).await?;
+    transaction.commit().await?;
+    Ok(anchored_ids.len() + refused_ids.len())
 }
 
 /// How long the worker waits between passes that found nothing to anchor: also how long a new
 /// consent root can wait before a doctor may prove against it.
 const IDLE: Duration = Duration::from_millis(200);
+
+/// The longest wait between passes while the chain cannot be reached: failures double the wait
+/// from [`IDLE`] up to this, so that an unreachable chain costs little and a returning one is
+/// used within seconds.
+const MOST_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the worker last did, for callers waiting on it.
 #[derive(Clone, Default)]
@@ -138,6 +118,7 @@ enum PassOutcome {
 pub struct AnchoringWorker {
     chain: Arc<AnchorChain>,
     wake: Arc<Notify>,
+    seal_now: Arc<AtomicBool>,
     passes: watch::Receiver<Passes>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -145,14 +126,25 @@ pub struct AnchoringWorker {
 impl AnchoringWorker {
     /// Starts draining the outbox of `pool` onto `chain`. Crate-private: only
     /// `Services::start` starts the worker.
-    pub(crate) fn start(pool: Pool, chain: AnchorChain) -> Self {
+    /// `checked` says whether [`chain_check::check`] has passed on this chain; if not, the
+    /// worker runs it before its first submission and anchors nothing until it passes.
+    pub(crate) fn start(pool: Pool, chain: AnchorChain, checked: bool) -> Self {
         let chain = Arc::new(chain);
         let wake = Arc::new(Notify::new());
         let (report, passes) = watch::channel(Passes::default());
-        let task = tokio::spawn(drain_forever(pool, chain.clone(), wake.clone(), report));
+        let seal_now = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(drain_forever(
+            pool,
+            chain.clone(),
+            checked,
+            wake.clone(),
+            seal_now.clone(),
+            report,
+        ));
         AnchoringWorker {
             chain,
             wake,
+            seal_now,
             passes,
             task: Arc::new(Mutex::new(Some(task))),
         }
@@ -163,12 +155,14 @@ impl AnchoringWorker {
         &self.chain
     }
 
-    /// Wakes the worker and waits for a pass begun after this call to find the outbox empty:
-    /// everything queued before the call is then anchored (or refused by the chain and logged).
-    /// A failed pass is returned rather than waited out.
+    /// Wakes the worker, has it seal the access log's unsealed lines at once, and waits for a
+    /// pass begun after this call to find the outbox empty: everything queued and every line
+    /// logged before the call is then anchored (or refused by the chain and logged), unless
+    /// another server's worker holds it. A failed pass is returned rather than waited out.
     pub async fn wait_until_anchored(&self) -> Result<(), AnchoringError> {
         let mut passes = self.passes.clone();
         let begun_before = passes.borrow_and_update().started;
+        self.seal_now.store(true, Ordering::Release);
         self.wake.notify_one();
         loop {
             if let Some((pass, outcome)) = passes.borrow_and_update().finished.clone() {
@@ -202,34 +196,81 @@ impl AnchoringWorker {
 }
 
 /// The worker's loop: a pass at once while the last one anchored something, otherwise after
-/// [`IDLE`] or as soon as someone waits for the outbox to drain.
+/// [`IDLE`] (doubled after each failure in a row, up to [`MOST_BACKOFF`]) or as soon as someone
+/// waits for the outbox to drain.
 async fn drain_forever(
     pool: Pool,
     chain: Arc<AnchorChain>,
+    mut checked: bool,
     wake: Arc<Notify>,
+    seal_now: Arc<AtomicBool>,
     report: watch::Sender<Passes>,
 ) {
+    let mut failures_in_a_row = 0u32;
     loop {
         let mut pass = 0;
         report.send_modify(|passes| {
             passes.started += 1;
             pass = passes.started;
         });
-        let outcome = match anchor_pending(&pool, &chain).await {
+        let anchored = async {
+            if !checked {
+                chain_check::check(&pool.get().await?, &chain).await?;
+                checked = true;
+            }
+            let sealed =
+                log_batches::seal_due(&pool, seal_now.swap(false, Ordering::AcqRel)).await?;
+            Ok::<_, AnchoringError>(sealed + anchor_pending(&pool, &chain).await?)
+        };
+        let outcome = match anchored.await {
             Ok(0) => PassOutcome::Drained,
             Ok(_) => PassOutcome::Anchored,
-            Err(error) => {
-                tracing::warn!(%error, "anchoring failed; will retry");
-                PassOutcome::Failed(Arc::new(error))
+            Err(error) => PassOutcome::Failed(Arc::new(error)),
+        };
+        let wait = match &outcome {
+            PassOutcome::Anchored => None,
+            PassOutcome::Drained => Some(IDLE),
+            PassOutcome::Failed(error) => {
+                failures_in_a_row += 1;
+                let wait = IDLE
+                    .saturating_mul(1 << failures_in_a_row.min(8))
+                    .min(MOST_BACKOFF);
+                tracing::warn!(
+                    error = %ErrorChain(error.as_ref()),
+                    failures_in_a_row,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "anchoring failed; the entries stay in the outbox"
+                );
+                Some(wait)
             }
         };
-        let again_at_once = matches!(outcome, PassOutcome::Anchored);
+        if !matches!(outcome, PassOutcome::Failed(_)) {
+            if failures_in_a_row > 0 {
+                tracing::info!(failures_in_a_row, "anchoring resumed");
+            }
+            failures_in_a_row = 0;
+        }
         report.send_modify(|passes| passes.finished = Some((pass, outcome)));
-        if !again_at_once {
+        if let Some(wait) = wait {
             tokio::select! {
-                () = tokio::time::sleep(IDLE) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = wake.notified() => {}
             }
         }
+    }
+}
+
+/// An error with its sources, for one log line.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }

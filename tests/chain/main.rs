@@ -3,7 +3,10 @@
 //! the auditor catching a flipped bit, a forged signature, a non-member's block and an
 //! equivocating pair. Also `medvault audit chain` refusing a stopped embedded chain's file when
 //! it is damaged, cut short or behind its Raft log, and `medvault audit export` checking an
-//! export's anchor in such files.
+//! export's anchor in such files. And a server anchoring on such a cluster through kills and
+//! outages ([`vault_on_cluster`]).
+
+mod vault_on_cluster;
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use ed25519_dalek::SigningKey;
@@ -782,9 +785,9 @@ async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
     );
 }
 
-/// A server's anchoring worker on the members' cluster (`serve --chain-node`): what the outbox
-/// holds is anchored through the leader's API, the height is recorded, and the cluster proves
-/// the entry's inclusion.
+/// A server's anchoring worker on the members' cluster (`serve --chain-node`), given a follower
+/// first and the leader second: what the outbox holds is anchored, the height is recorded, and
+/// the cluster proves the entry's inclusion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_anchoring_worker_anchors_on_the_validator_cluster() {
     let dir = tempfile::tempdir().unwrap();
@@ -793,6 +796,7 @@ async fn the_anchoring_worker_anchors_on_the_validator_cluster() {
         cluster.start(id);
     }
     let leader = cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
+    let follower = (1..=3).find(|&id| id != leader).expect("a follower");
     let database_url = ScratchServer::get()
         .expect("a PostgreSQL server for tests")
         .create_database()
@@ -801,7 +805,12 @@ async fn the_anchoring_worker_anchors_on_the_validator_cluster() {
     let config = VaultConfig {
         consent_keys_dir: dir.path().join("consent-keys"),
         consent_depth: 1,
-        chain: ChainTarget::Cluster(cluster.addresses[&leader].clone()),
+        chain: ChainTarget::Cluster(
+            [follower, leader]
+                .iter()
+                .map(|id| cluster.addresses[id].clone())
+                .collect(),
+        ),
         ..VaultConfig::new(database_url.clone(), MasterKeySource::Hex("24".repeat(32)))
     };
     let services = Services::start(&config)
