@@ -303,3 +303,79 @@ async fn audit_db_passes_an_honest_database_and_names_every_kind_of_tampering() 
     }
     let _ = std::fs::remove_dir_all(chain_dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_patient_is_unreadable_and_audit_db_reports_them_erased_not_tampered() {
+    let app = spawn_app_with(AppOptions {
+        anchoring: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let CareTeam {
+        admin,
+        doctor,
+        patient,
+        patient_id,
+    } = app.care_team().await;
+    for value in ["61", "62"] {
+        app.add_record(&doctor, &patient_id, value).await;
+    }
+    let erase =
+        "mutation($p: ID!) { erasePatient(patientId: $p) { patientId erasedAt revokedGrants } }";
+    app.graphql(Some(&doctor), erase, json!({ "p": patient_id }))
+        .await
+        .expect_error("FORBIDDEN");
+    let erased = app
+        .graphql(Some(&admin), erase, json!({ "p": patient_id }))
+        .await;
+    assert_eq!(erased.data()["erasePatient"]["revokedGrants"], 1);
+    app.graphql(Some(&admin), erase, json!({ "p": patient_id }))
+        .await
+        .expect_error("FORBIDDEN");
+
+    let read = "query($id: ID!) { patient(id: $id) { records { nodes { id } } } }";
+    app.graphql(Some(&doctor), read, json!({ "id": patient_id }))
+        .await
+        .expect_error("FORBIDDEN");
+    app.graphql(Some(&patient), read, json!({ "id": patient_id }))
+        .await
+        .expect_error("UNAUTHENTICATED");
+    app.graphql(
+        None,
+        "mutation { login(username: \"jane\", password: \"correct horse battery staple\") { token } }",
+        json!({}),
+    )
+    .await
+    .expect_error("UNAUTHENTICATED");
+    let kept = app
+        .sql(&format!(
+            "SELECT (SELECT count(*) FROM patient_keys WHERE patient_id = '{patient_id}'),
+                    (SELECT count(*) FROM record_versions v JOIN records r ON r.id = v.record_id
+                     WHERE r.patient_id = '{patient_id}'),
+                    (SELECT count(*) FROM access_log WHERE patient_id = '{patient_id}'
+                     AND action = 'erase_patient' AND outcome = 'allowed'),
+                    (SELECT count(*) FROM users WHERE username = 'jane')"
+        ))
+        .await;
+    assert_eq!(
+        (
+            kept[0].get::<_, i64>(0),
+            kept[0].get::<_, i64>(1),
+            kept[0].get::<_, i64>(2),
+            kept[0].get::<_, i64>(3)
+        ),
+        (0, 2, 1, 0),
+        "no data key, both versions, the erasure logged, the login name gone"
+    );
+
+    let anchoring = app.anchoring.as_ref().expect("anchoring");
+    anchoring.wait_until_anchored().await.expect("anchored");
+    wait_until_final(anchoring.chain()).await;
+    anchoring.stop().await;
+    let chain_dir = app.chain_dir.clone().expect("chain dir");
+    let (passed, report) = audit_db(&app.database_url, &chain_dir);
+    assert!(passed, "{report:#}");
+    assert_eq!(report["erased_patients"], json!([patient_id]), "{report:#}");
+    assert_eq!(report["erased_versions"], 2, "{report:#}");
+    let _ = std::fs::remove_dir_all(chain_dir);
+}

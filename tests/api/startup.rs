@@ -1,10 +1,12 @@
 //! What `medvault serve` checks before it serves: the port, the master key against the
 //! database, and the throwaway clusters of processes that died.
 
-use crate::helpers::{consent_config, consent_keys, spawn_app};
+use crate::helpers::{consent_config, consent_keys, spawn_app, spawn_app_with, AppOptions};
 use medvault_server::postgres_cluster::{ScratchServer, ThrowawayCluster};
+use medvault_vault::anchoring::ChainMismatch;
 use medvault_vault::database;
 use medvault_vault::MasterKeySource;
+use medvault_vault::{ChainTarget, Services, StartError, VaultConfig};
 use medvault_vault::{OpenVaultError, Vault};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -221,4 +223,107 @@ async fn a_killed_server_leaves_no_throwaway_cluster_behind_its_next_start() {
     assert!(stopped, "the leftover's postmaster was stopped");
     drop(next);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Services over the app's database anchoring on the embedded chain in `chain_dir`.
+async fn services_on(
+    app: &crate::helpers::TestApp,
+    chain_dir: &Path,
+) -> Result<Services, StartError> {
+    Services::start(&VaultConfig {
+        chain: ChainTarget::Embedded(chain_dir.to_owned()),
+        consent_keys_dir: consent_keys().0.clone(),
+        ..VaultConfig::new(
+            app.database_url.clone(),
+            MasterKeySource::Hex(app.master_key_hex.clone()),
+        )
+    })
+    .await
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("copy directory");
+    for file in std::fs::read_dir(from).expect("read directory") {
+        let file = file.expect("directory entry");
+        std::fs::copy(file.path(), to.join(file.file_name())).expect("copy a file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_a_chain_of_another_genesis_or_behind_its_database() {
+    let app = spawn_app_with(AppOptions {
+        anchoring: true,
+        ..AppOptions::default()
+    })
+    .await;
+    let care_team = app.care_team().await;
+    app.add_record(&care_team.doctor, &care_team.patient_id, "61")
+        .await;
+    let anchoring = app.anchoring.as_ref().expect("anchoring");
+    anchoring.wait_until_anchored().await.expect("anchored");
+    anchoring.stop().await;
+    let chain_dir = app.chain_dir.clone().expect("chain dir");
+    let dir = scratch_dir("chain-check");
+    let old_copy = dir.join("old-chain");
+    copy_dir(&chain_dir, &old_copy);
+
+    let other = services_on(&app, &dir.join("another-chain")).await;
+    let Err(StartError::ChainMismatch(mismatch)) = other else {
+        panic!("a chain of another genesis was accepted");
+    };
+    assert!(
+        matches!(mismatch, ChainMismatch::OtherChain { .. }),
+        "{mismatch}"
+    );
+    assert!(mismatch.to_string().contains("genesis"), "{mismatch}");
+
+    let services = services_on(&app, &chain_dir)
+        .await
+        .expect("the database's own chain is accepted");
+    let client = services.vault().pool().get().await.expect("connection");
+    client
+        .execute(
+            "INSERT INTO anchor_outbox (entry) VALUES ($1)",
+            &[&medvault_anchor_chain::entry::Entry::RecordAnchor {
+                leaf: medvault_anchor_chain::bytes::Hash32::digest(&[b"later"]),
+            }
+            .canonical_bytes()],
+        )
+        .await
+        .expect("queue an entry");
+    drop(client);
+    let worker = services.anchoring().expect("anchoring").clone();
+    worker.wait_until_anchored().await.expect("anchored");
+    services.stop().await;
+
+    let behind = services_on(&app, &old_copy).await;
+    let Err(StartError::ChainMismatch(mismatch)) = behind else {
+        panic!("a chain behind the database was accepted");
+    };
+    assert!(
+        matches!(
+            mismatch,
+            ChainMismatch::Behind { .. } | ChainMismatch::EntryElsewhere { .. }
+        ),
+        "{mismatch}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_medvault"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--chain-dir"])
+        .arg(dir.join("another-chain"))
+        .env("DATABASE_URL", &app.database_url)
+        .env("MEDVAULT_MASTER_KEY", &app.master_key_hex)
+        .env_remove("MEDVAULT_MASTER_KEY_FILE")
+        .env("MEDVAULT_CONSENT_KEYS", &consent_keys().0)
+        .output()
+        .expect("run medvault serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success()
+            && stderr.contains("refusing to start")
+            && stderr.contains("genesis"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(chain_dir);
 }

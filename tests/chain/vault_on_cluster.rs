@@ -136,9 +136,9 @@ async fn care_team(server: &Server) -> (MedvaultClient, String) {
     let (admin, _) = logged_in(server, "admin").await;
     graphql(
         &admin,
-        "mutation($input: CreateUserInput!) { createUser(input: $input) { id } }",
-        json!({ "input": { "username": "dr-anchor", "password": PASSWORD, "role": "DOCTOR",
-                           "displayName": "Dr Anchor" } }),
+        "mutation($input: CreateDoctorInput!) { createDoctor(input: $input) { id } }",
+        json!({ "input": { "username": "dr-anchor", "password": PASSWORD,
+                           "fullName": "Dr Anchor", "specialty": "Cardiology" } }),
     )
     .await;
     let patient = graphql(
@@ -200,17 +200,46 @@ impl Acknowledged {
     }
 }
 
-/// Writes one record after another until `stop` is set; failures (the server down) are
-/// retried after a pause.
+/// How the test steers the write load.
+#[derive(Default)]
+struct LoadControl {
+    /// Ends the load.
+    stop: std::sync::atomic::AtomicBool,
+    /// Holds the load while a phase is checked.
+    paused: std::sync::atomic::AtomicBool,
+}
+
+impl LoadControl {
+    fn set(flag: &std::sync::atomic::AtomicBool, value: bool) {
+        flag.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is(flag: &std::sync::atomic::AtomicBool) -> bool {
+        flag.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Holds the load, and waits out a request in flight.
+    async fn pause(&self) {
+        Self::set(&self.paused, true);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes one record after another until stopped; failures (the server down) are retried
+/// after a pause.
 fn write_load(
     doctor: MedvaultClient,
     patient_id: String,
     acknowledged: Acknowledged,
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    control: Arc<LoadControl>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut value = 40;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !LoadControl::is(&control.stop) {
+            if LoadControl::is(&control.paused) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             value = value % 150 + 1;
             let written = doctor
                 .graphql(
@@ -257,10 +286,21 @@ async fn assert_all_anchored_once(
         if pending == 0 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{phase}: {pending} entries never anchored"
-        );
+        if Instant::now() > deadline {
+            let rows = database
+                .query(
+                    "SELECT id, get_byte(entry, 0), chain_refusal FROM anchor_outbox
+                     WHERE anchored_height IS NULL",
+                    &[],
+                )
+                .await
+                .expect("pending rows");
+            let rows: Vec<(i64, i32, Option<String>)> = rows
+                .iter()
+                .map(|row| (row.get(0), row.get(1), row.get(2)))
+                .collect();
+            panic!("{phase}: {pending} entries never anchored: {rows:?}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let stored: HashSet<String> = database
@@ -291,7 +331,21 @@ async fn assert_all_anchored_once(
         )
         .await
         .expect("leaves");
-    assert_eq!(leaves.len(), stored.len(), "{phase}: one leaf per version");
+    let counts = database
+        .query_one(
+            "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM record_versions),
+                    (SELECT count(*) FROM anchor_outbox WHERE get_byte(entry, 0) = 1),
+                    (SELECT count(DISTINCT entry) FROM anchor_outbox WHERE get_byte(entry, 0) = 1)",
+            &[],
+        )
+        .await
+        .expect("counts");
+    let counts: Vec<i64> = (0..4).map(|i| counts.get(i)).collect();
+    assert_eq!(
+        leaves.len(),
+        stored.len(),
+        "{phase}: one leaf per version (records, versions, record anchors queued, distinct: {counts:?})"
+    );
     for row in &leaves {
         let leaf: Vec<u8> = row.get(1);
         let entry = Entry::RecordAnchor {
@@ -338,8 +392,8 @@ async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader
     server.wait_until_serving().await;
     let (doctor, patient_id) = care_team(&server).await;
     let acknowledged = Acknowledged::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = write_load(doctor, patient_id, acknowledged.clone(), stop.clone());
+    let control = Arc::new(LoadControl::default());
+    let load = write_load(doctor, patient_id, acknowledged.clone(), control.clone());
 
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     for _ in 0..5 {
@@ -348,12 +402,13 @@ async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader
         server.start();
         server.wait_until_serving().await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    control.pause().await;
     assert!(
         acknowledged.ids().len() >= 5,
         "the load made progress between kills"
     );
     assert_all_anchored_once(&cluster, &database, &acknowledged.ids(), "server kills").await;
+    LoadControl::set(&control.paused, false);
 
     let leader = cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
     let before = acknowledged.ids().len();
@@ -361,11 +416,13 @@ async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.start(leader);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    control.pause().await;
     assert!(
         acknowledged.ids().len() > before,
         "writes go on without the leader"
     );
     assert_all_anchored_once(&cluster, &database, &acknowledged.ids(), "leader kill").await;
+    LoadControl::set(&control.paused, false);
 
     for id in 1..=3 {
         cluster.kill(id);
@@ -389,7 +446,7 @@ async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader
     for id in 1..=3 {
         cluster.start(id);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    LoadControl::set(&control.stop, true);
     load.await.expect("the load stops");
     assert_all_anchored_once(&cluster, &database, &acknowledged.ids(), "chain outage").await;
     server.kill();

@@ -9,7 +9,7 @@ use super::vocabulary::{
 use super::{actor, permit, RequestContext};
 use crate::error::{parse_id, ApiError};
 use crate::metrics::Metrics;
-use async_graphql::{Context, InputObject, Object, Result, ID};
+use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use medvault_vault::exports::Exports;
 use medvault_vault::{domain, VaultError};
@@ -17,6 +17,17 @@ use medvault_vault::{
     may_without_grants, AuditedAction, NewStaffUser, Vault, MAX_RECORDS_PER_BATCH,
 };
 use std::sync::atomic::Ordering;
+
+/// What an erasure did.
+#[derive(SimpleObject)]
+pub struct PatientErasure {
+    /// The erased patient.
+    patient_id: ID,
+    /// When the data key was destroyed.
+    erased_at: DateTime<Utc>,
+    /// The live grants it revoked.
+    revoked_grants: i32,
+}
 
 /// The root of every write.
 pub struct MutationRoot;
@@ -98,6 +109,24 @@ impl MutationRoot {
             .and_then(|request| request.token.clone())
             .ok_or(ApiError::Unauthenticated("no bearer token sent"))?;
         Ok(ctx.data::<Vault>()?.logout(&token).await?)
+    }
+
+    /// An admin of the patient's hospital erases the patient at their request (the right to be
+    /// forgotten): the patient's data key is destroyed, so every record and profile version is
+    /// unreadable from then on; the versions' anchors and the access log stay. The patient's
+    /// login ends, their grants are revoked and their consent sessions closed. FORBIDDEN for
+    /// anyone else, for an unknown patient and for one erased already.
+    async fn erase_patient(&self, ctx: &Context<'_>, patient_id: ID) -> Result<PatientErasure> {
+        let patient = parse_id(&patient_id, "patientId")?;
+        let erasure = ctx
+            .data::<Vault>()?
+            .erase_patient(&actor(ctx)?, patient)
+            .await?;
+        Ok(PatientErasure {
+            patient_id: ID(erasure.patient.to_string()),
+            erased_at: erasure.erased_at,
+            revoked_grants: erasure.revoked_grants as i32,
+        })
     }
 
     /// An admin registers a patient of their hospital with personal and medical details.

@@ -111,7 +111,7 @@ impl Grantee {
 struct GrantWithoutGrantee;
 
 /// Ends, at once, the consent sessions opened under `grants`.
-async fn end_consent_sessions(
+pub(crate) async fn end_consent_sessions(
     transaction: &deadpool_postgres::Transaction<'_>,
     grants: &[Uuid],
 ) -> VaultResult<()> {

@@ -20,6 +20,7 @@ pub mod crypto;
 pub mod database;
 pub mod demo;
 pub mod domain;
+mod erasure;
 pub mod error;
 pub mod exports;
 mod grants;
@@ -34,6 +35,7 @@ mod sessions;
 mod users;
 
 pub use access_log::AccessLogEntry;
+pub use erasure::Erasure;
 pub use error::{VaultError, VaultResult};
 pub use grants::Grant;
 pub use key_check::{MasterKeySource, OpenVaultError};

@@ -36,6 +36,7 @@ pub enum AuditedAction {
     ReadAccessLog,
     ExportForResearch,
     OpenConsent,
+    ErasePatient,
 }
 
 impl AuditedAction {
@@ -52,6 +53,7 @@ impl AuditedAction {
             AuditedAction::ReadAccessLog => "read_access_log",
             AuditedAction::ExportForResearch => "export_for_research",
             AuditedAction::OpenConsent => "open_consent",
+            AuditedAction::ErasePatient => "erase_patient",
         }
     }
 
@@ -68,7 +70,8 @@ impl AuditedAction {
             AuditedAction::EditPersonalDetails
             | AuditedAction::ReadAccessLog
             | AuditedAction::ExportForResearch
-            | AuditedAction::OpenConsent => None,
+            | AuditedAction::OpenConsent
+            | AuditedAction::ErasePatient => None,
         }
     }
 
@@ -82,6 +85,7 @@ impl AuditedAction {
                 | AuditedAction::DeleteRecord
                 | AuditedAction::ExportForResearch
                 | AuditedAction::OpenConsent
+                | AuditedAction::ErasePatient
         )
     }
 }
@@ -731,6 +735,53 @@ pub(crate) fn ceiling_hospital(
             ))
         }
         _ => Err(VaultError::Forbidden),
+    }
+}
+
+impl Vault {
+    /// Decides whether `admin` may erase `patient`: an admin of the patient's own hospital, of
+    /// a patient not erased yet. Locks the patient's row in `transaction` and logs the decision
+    /// there when it allows, so the erasure and its line commit together; a refusal is logged
+    /// on its own and is FORBIDDEN whether or not the patient exists.
+    pub(crate) async fn authorize_erasure(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+        admin: &Actor,
+        patient: Uuid,
+    ) -> VaultResult<()> {
+        let row = transaction
+            .query_opt(
+                "SELECT u.organization_id, e.patient_id IS NOT NULL FROM users u
+                 LEFT JOIN patient_erasures e ON e.patient_id = u.id
+                 WHERE u.id = $1 AND u.role = 'patient' FOR UPDATE OF u",
+                &[&patient],
+            )
+            .await?;
+        let decision = match row {
+            _ if admin.role != Role::Admin => Err("only an admin of the patient's hospital erases"),
+            None => Err("no such patient"),
+            Some(row) if row.get::<_, Uuid>(0) != admin.organization_id => {
+                Err("the patient is of another hospital")
+            }
+            Some(row) if row.get::<_, bool>(1) => Err("the patient is erased already"),
+            Some(_) => Ok(()),
+        };
+        let line = LogLine {
+            actor: admin,
+            patient: Some(patient),
+            action: AuditedAction::ErasePatient,
+            record: None,
+            decision,
+            consent_session: None,
+            note: None,
+        };
+        match decision {
+            Ok(()) => line.append(transaction).await,
+            Err(_) => {
+                line.append(&self.pool.get().await?).await?;
+                Err(VaultError::Forbidden)
+            }
+        }
     }
 }
 

@@ -168,10 +168,13 @@ impl Services {
         };
         let anchoring = match chain {
             None => None,
-            Some(chain) => {
-                let checked = check_chain_at_start(vault.pool(), &chain).await?;
-                Some(AnchoringWorker::start(vault.pool().clone(), chain, checked))
-            }
+            Some(chain) => match check_chain_at_start(vault.pool(), &chain).await {
+                Ok(checked) => Some(AnchoringWorker::start(vault.pool().clone(), chain, checked)),
+                Err(refusal) => {
+                    chain.shutdown().await;
+                    return Err(refusal);
+                }
+            },
         };
         let exports = Exports::new(
             vault.clone(),

@@ -103,7 +103,7 @@ fn user_from_row(row: &Row) -> VaultResult<UserInfo> {
 struct UnknownRole;
 
 /// Hashes a new password off the async runtime.
-pub(super) async fn hash_new_password(password: &str) -> VaultResult<String> {
+pub(crate) async fn hash_new_password(password: &str) -> VaultResult<String> {
     auth::check_new_password(password)?;
     let password = password.to_owned();
     tokio::task::spawn_blocking(move || auth::hash_password(&password))

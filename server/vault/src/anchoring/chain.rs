@@ -71,7 +71,8 @@ impl AnchorChain {
         }
     }
 
-    pub(super) async fn shutdown(&self) {
+    /// Stops the embedded validator; a cluster needs nothing stopped.
+    pub(crate) async fn shutdown(&self) {
         if let AnchorChain::Embedded(chain) = self {
             chain.shutdown().await;
         }
