@@ -8,6 +8,8 @@ use serde_json::json;
 
 struct World {
     patient_id: String,
+    /// A patient of admin-a's hospital who is no caller: the one the matrix erases.
+    erasure_target_id: String,
     record_id: String,
     writer: String,
     grant_target_id: String,
@@ -24,6 +26,9 @@ async fn build_world(app: &TestApp) -> World {
     let (patient_id, patient) = app.create_patient(&admin_a, "patient-p", "Petra Pan").await;
     let (_, other_patient) = app
         .create_patient(&admin_a, "patient-q", "Quentin Quill")
+        .await;
+    let (erasure_target_id, _) = app
+        .create_patient(&admin_a, "patient-e", "Erin Erased")
         .await;
     let (writer_id, writer) = app.create_doctor(&admin_a, "dr-writer").await;
     let (reader_id, reader) = app.create_doctor(&admin_a, "dr-reader").await;
@@ -111,6 +116,7 @@ async fn build_world(app: &TestApp) -> World {
     ));
     World {
         patient_id,
+        erasure_target_id,
         record_id,
         writer,
         grant_target_id,
@@ -164,9 +170,10 @@ enum Operation {
     OpenConsent,
     ReadPseudonym,
     ReadAccessProofs,
+    ErasePatient,
 }
 
-const OPERATIONS: [Operation; 29] = [
+const OPERATIONS: [Operation; 30] = [
     Operation::ReadProfile,
     Operation::ReadRecords,
     Operation::ReadRecord,
@@ -196,6 +203,7 @@ const OPERATIONS: [Operation; 29] = [
     Operation::OpenConsent,
     Operation::ReadPseudonym,
     Operation::ReadAccessProofs,
+    Operation::ErasePatient,
 ];
 
 /// Who may do what to patient P's data, per Algorithm 1 and the paper's roles.
@@ -236,6 +244,8 @@ fn allowed(caller: &str, operation: Operation) -> bool {
         }
         Operation::ListPatients => admin || doctor,
         Operation::ListDoctors => admin || doctor || patient,
+        // admin-a, the first caller, erases patient E; every later attempt finds E erased.
+        Operation::ErasePatient => caller == "admin-a",
     }
 }
 
@@ -319,6 +329,11 @@ async fn attempt(
                                 "personal": { "fullName": "New Patient", "dateOfBirth": "2000-02-02", "sex": "MALE" },
                                 "medical": { "allergies": [], "chronicConditions": [] } });
             app.graphql(token, query, json!({ "i": input })).await
+        }
+        Operation::ErasePatient => {
+            let query = "mutation($p: ID!) { erasePatient(patientId: $p) { patientId } }";
+            app.graphql(token, query, json!({ "p": world.erasure_target_id }))
+                .await
         }
         Operation::CreateDoctor => {
             let query = "mutation($i: CreateDoctorInput!) { createDoctor(input: $i) { id } }";

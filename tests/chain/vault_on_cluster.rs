@@ -265,6 +265,18 @@ fn write_load(
     })
 }
 
+/// Outbox rows not anchored yet.
+async fn pending_anchors(database: &tokio_postgres::Client) -> i64 {
+    database
+        .query_one(
+            "SELECT count(*) FROM anchor_outbox WHERE anchored_height IS NULL",
+            &[],
+        )
+        .await
+        .expect("count pending")
+        .get(0)
+}
+
 /// Waits until the outbox holds nothing unanchored, then checks that every acknowledged record
 /// is stored, and that every stored version's leaf is on the settled chain exactly once.
 async fn assert_all_anchored_once(
@@ -275,14 +287,7 @@ async fn assert_all_anchored_once(
 ) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let pending: i64 = database
-            .query_one(
-                "SELECT count(*) FROM anchor_outbox WHERE anchored_height IS NULL",
-                &[],
-            )
-            .await
-            .expect("count pending")
-            .get(0);
+        let pending = pending_anchors(database).await;
         if pending == 0 {
             break;
         }
@@ -434,15 +439,10 @@ async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader
         during_outage >= 10,
         "writes go on while the chain is down: {during_outage} in 30 s"
     );
-    let pending: i64 = database
-        .query_one(
-            "SELECT count(*) FROM anchor_outbox WHERE anchored_height IS NULL",
-            &[],
-        )
-        .await
-        .expect("count pending")
-        .get(0);
-    assert!(pending >= during_outage as i64, "they wait in the outbox");
+    assert!(
+        pending_anchors(&database).await >= during_outage as i64,
+        "they wait in the outbox"
+    );
     for id in 1..=3 {
         cluster.start(id);
     }

@@ -236,7 +236,7 @@ async fn drain_forever(
                     .saturating_mul(1 << failures_in_a_row.min(8))
                     .min(MOST_BACKOFF);
                 tracing::warn!(
-                    error = %ErrorChain(error.as_ref()),
+                    error = %crate::error::Causes(error.as_ref()),
                     failures_in_a_row,
                     retry_in_ms = wait.as_millis() as u64,
                     "anchoring failed; the entries stay in the outbox"
@@ -257,20 +257,5 @@ async fn drain_forever(
                 () = wake.notified() => {}
             }
         }
-    }
-}
-
-/// An error with its sources, for one log line.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
