@@ -172,6 +172,16 @@ async fn wait_until_final(chain: &medvault_vault::anchoring::AnchorChain) {
     }
 }
 
+/// Anchors everything queued and logged, waits for it to be final, and stops the app's embedded
+/// chain so that its files audit; returns the chain's directory.
+async fn anchor_everything_and_stop(app: &crate::helpers::TestApp) -> std::path::PathBuf {
+    let anchoring = app.anchoring.as_ref().expect("anchoring");
+    anchoring.wait_until_anchored().await.expect("anchored");
+    wait_until_final(anchoring.chain()).await;
+    anchoring.stop().await;
+    app.chain_dir.clone().expect("chain dir")
+}
+
 /// Runs `medvault audit db` against the stopped embedded chain in `chain_dir`; returns whether
 /// it passed and its JSON report.
 fn audit_db(database_url: &str, chain_dir: &std::path::Path) -> (bool, serde_json::Value) {
@@ -235,11 +245,7 @@ async fn audit_db_passes_an_honest_database_and_names_every_kind_of_tampering() 
     )
     .await
     .data();
-    let anchoring = app.anchoring.as_ref().expect("anchoring");
-    anchoring.wait_until_anchored().await.expect("anchored");
-    wait_until_final(anchoring.chain()).await;
-    anchoring.stop().await;
-    let chain_dir = app.chain_dir.clone().expect("chain dir");
+    let chain_dir = anchor_everything_and_stop(&app).await;
 
     let (passed, report) = audit_db(&app.database_url, &chain_dir);
     assert!(passed, "{report:#}");
@@ -368,11 +374,7 @@ async fn an_erased_patient_is_unreadable_and_audit_db_reports_them_erased_not_ta
         "no data key, both versions, the erasure logged, the login name gone"
     );
 
-    let anchoring = app.anchoring.as_ref().expect("anchoring");
-    anchoring.wait_until_anchored().await.expect("anchored");
-    wait_until_final(anchoring.chain()).await;
-    anchoring.stop().await;
-    let chain_dir = app.chain_dir.clone().expect("chain dir");
+    let chain_dir = anchor_everything_and_stop(&app).await;
     let (passed, report) = audit_db(&app.database_url, &chain_dir);
     assert!(passed, "{report:#}");
     assert_eq!(report["erased_patients"], json!([patient_id]), "{report:#}");

@@ -11,7 +11,6 @@ use async_graphql::connection::Connection;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
-use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::entry::Entry;
 use medvault_vault::{AuditedAction, Vault};
 use uuid::Uuid;
@@ -311,7 +310,7 @@ fn record_anchor(leaf: &[u8]) -> Result<Entry> {
     let leaf: [u8; 32] = leaf
         .try_into()
         .map_err(|_| ApiError::Internal("a stored anchor leaf is not 32 bytes".into()))?;
-    Ok(Entry::RecordAnchor { leaf: Hash32(leaf) })
+    Ok(medvault_vault::anchoring::leaf::record_version_entry(&leaf))
 }
 
 /// How a record version came to be.

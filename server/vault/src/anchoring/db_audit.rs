@@ -244,15 +244,8 @@ async fn audit_record_versions(
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let on_chain = |leaf: &[u8; 32]| {
-        final_height_of(
-            &Entry::RecordAnchor {
-                leaf: Hash32(*leaf),
-            }
-            .hash(),
-        )
-        .is_some()
-    };
+    let on_chain =
+        |leaf: &[u8; 32]| final_height_of(&leaf::record_version_entry(leaf).hash()).is_some();
     let rows = client
         .query_raw(
             "SELECT v.record_id, v.version, r.patient_id, u.anchor_pseudonym, v.ciphertext,

@@ -125,6 +125,14 @@ pub fn access_log_batch_header(number: i64, previous_root: &[u8; 32]) -> [u8; 32
     hasher.finalize().into()
 }
 
+/// The chain entry that anchors a record version's leaf: what the outbox queues, the API proves
+/// and `audit db` looks up.
+pub fn record_version_entry(leaf: &[u8; 32]) -> medvault_anchor_chain::entry::Entry {
+    medvault_anchor_chain::entry::Entry::RecordAnchor {
+        leaf: medvault_anchor_chain::bytes::Hash32(*leaf),
+    }
+}
+
 /// Truncates a time to the microsecond precision PostgreSQL stores.
 pub fn to_stored_precision(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)

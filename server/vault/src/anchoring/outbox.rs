@@ -10,7 +10,6 @@
 
 use super::AnchoringError;
 use deadpool_postgres::GenericClient;
-use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::entry::Entry;
 
 /// The outbox column value for `entry`.
@@ -20,9 +19,7 @@ pub(crate) fn encode(entry: &Entry) -> Vec<u8> {
 
 /// The outbox column value for a record version's leaf.
 pub(crate) fn record_version(leaf: &[u8; 32]) -> Vec<u8> {
-    encode(&Entry::RecordAnchor {
-        leaf: Hash32(*leaf),
-    })
+    encode(&super::leaf::record_version_entry(leaf))
 }
 
 /// Queues one entry on its own (inside the caller's transaction, if it is one); returns its
