@@ -34,6 +34,8 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The one hospital, which founds the bench's embedded chain.
+const HOSPITAL: &str = "Bench Hospital";
 const PASSWORD: &str = "benchmark password 2026";
 const DOCTORS: usize = 32;
 /// Each doctor's patients whose sessions the `openConsent` levels open.
@@ -165,7 +167,10 @@ impl Fixture {
             },
             vault: VaultConfig {
                 session_ttl: chrono::Duration::hours(2),
-                chain: ChainTarget::Embedded(chain_dir.path().to_path_buf()),
+                chain: ChainTarget::Embedded {
+                    dir: chain_dir.path().to_path_buf(),
+                    founders: vec![HOSPITAL.into()],
+                },
                 consent_keys_dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
                     .join(format!("bench-consent-keys-{DEFAULT_DEPTH}")),
                 consent_depth: DEFAULT_DEPTH,
@@ -194,7 +199,7 @@ impl Fixture {
             specialty: None,
         };
         vault
-            .create_hospital_admin(&Operator::at_command_line(), "Bench Hospital", admin)
+            .create_hospital_admin(&Operator::at_command_line(), HOSPITAL, admin)
             .await
             .expect("admin");
         let mut admin = MedvaultClient::new(&address).expect("client");

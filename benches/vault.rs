@@ -1,5 +1,8 @@
 //! Record write and read throughput through the GraphQL server, against raw SQL writing and
-//! reading the same number of bytes on the same PostgreSQL in the same run.
+//! reading the same number of bytes on the same PostgreSQL in the same run; and the cost of
+//! anchoring: the same writes by a server anchoring on three validator processes of the real
+//! binary (`medvault chain node`, fsync on) against one anchoring on nothing, and the time from
+//! a write's answer to its leaf's block being final, under that load.
 //!
 //! The doctor works as every doctor must: a grantee key registered before the patient grants,
 //! and a READ and WRITE consent session opened with a proof (through `medvault-client`) before
@@ -10,6 +13,10 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::future::join_all;
+use medvault_anchor_chain::block::ValidatorKey;
+use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::client::ChainClient;
+use medvault_anchor_chain::entry::{ApprovalPolicy, Entry, GenesisSpec, Member};
 use medvault_circuits::{GranteeSecret, OsRng};
 use medvault_client::{AccessScope, MedvaultClient};
 use medvault_server::configuration::{ApplicationConfig, ServerSettings};
@@ -17,9 +24,10 @@ use medvault_server::postgres_cluster::ScratchServer;
 use medvault_server::startup::Application;
 use medvault_vault::auth::Operator;
 use medvault_vault::consent::ConsentSettings;
-use medvault_vault::{database, MasterKeySource, NewStaffUser, VaultConfig};
+use medvault_vault::{database, ChainTarget, MasterKeySource, NewStaffUser, VaultConfig};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -28,6 +36,104 @@ const BATCH: usize = 500;
 const PASSWORD: &str = "benchmark password 2026";
 /// The consent tree depth of this bench's keys: 4^3 = 64 grants, keys made in well under a second.
 const CONSENT_DEPTH: u32 = 3;
+/// The bench's hospital: a founding member of the validator cluster.
+const HOSPITAL: &str = "Bench Hospital";
+/// Writes whose anchoring latency is sampled.
+const LATENCY_SAMPLES: usize = 200;
+
+/// Three `medvault chain node` processes on loopback, founded by the bench's hospital and two
+/// others: the members' cluster a production server anchors on. Killed on drop.
+struct ValidatorCluster {
+    nodes: Vec<String>,
+    children: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl ValidatorCluster {
+    async fn start() -> ValidatorCluster {
+        let dir = tempfile::tempdir().expect("cluster directory");
+        let mut founders = Vec::new();
+        for id in 1..=3u64 {
+            let key = ValidatorKey::generate();
+            key.save(&dir.path().join(format!("key-{id}")))
+                .expect("key");
+            let address = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .to_string();
+            let name = if id == 1 {
+                HOSPITAL.to_owned()
+            } else {
+                format!("Member Hospital {id}")
+            };
+            founders.push(Member {
+                id,
+                name,
+                public_key: key.public_key(),
+                address,
+            });
+        }
+        let genesis = GenesisSpec {
+            chain_name: "bench-consortium".into(),
+            timestamp_ms: 1_700_000_000_000,
+            approval_policy: ApprovalPolicy::Majority,
+            founders,
+        };
+        let genesis_path = dir.path().join("genesis.json");
+        std::fs::write(
+            &genesis_path,
+            serde_json::to_vec(&genesis).expect("genesis JSON"),
+        )
+        .expect("genesis");
+        let children = genesis
+            .founders
+            .iter()
+            .map(|member| {
+                Command::new(env!("CARGO_BIN_EXE_medvault"))
+                    .args(["chain", "node", "--member-id", &member.id.to_string()])
+                    .args(["--listen", &member.address])
+                    .arg("--data-dir")
+                    .arg(dir.path().join(format!("node-{}", member.id)))
+                    .arg("--genesis")
+                    .arg(&genesis_path)
+                    .arg("--key")
+                    .arg(dir.path().join(format!("key-{}", member.id)))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start a validator")
+            })
+            .collect();
+        let nodes: Vec<String> = genesis.founders.iter().map(|m| m.address.clone()).collect();
+        let client = ChainClient::for_nodes(&nodes);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !client
+            .status()
+            .await
+            .is_ok_and(|status| status.leader_id.is_some())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the validators elected no leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ValidatorCluster {
+            nodes,
+            children,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ValidatorCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
 
 struct Fixture {
     http: reqwest::Client,
@@ -46,7 +152,9 @@ fn record(i: u64) -> Value {
 }
 
 impl Fixture {
-    async fn new() -> Fixture {
+    /// A server over a new database anchoring on `chain`, with a doctor holding a consent
+    /// session of a patient with 500 records.
+    async fn new(chain: ChainTarget) -> Fixture {
         let url = ScratchServer::get()
             .expect("PostgreSQL")
             .create_database()
@@ -68,6 +176,7 @@ impl Fixture {
                     session_ttl: chrono::Duration::hours(2),
                     ..ConsentSettings::default()
                 },
+                chain,
                 ..VaultConfig::new(url.clone(), MasterKeySource::Hex("42".repeat(32)))
             },
         };
@@ -85,7 +194,7 @@ impl Fixture {
             specialty: None,
         };
         vault
-            .create_hospital_admin(&Operator::at_command_line(), "Bench Hospital", admin)
+            .create_hospital_admin(&Operator::at_command_line(), HOSPITAL, admin)
             .await
             .expect("admin");
         let mut fixture = Fixture {
@@ -196,11 +305,16 @@ impl Fixture {
         data["login"]["token"].as_str().expect("token").to_owned()
     }
 
-    async fn add_one(&self) {
+    /// Adds one record; returns its version's anchor leaf.
+    async fn add_one(&self) -> String {
         let i = self.counter.fetch_add(1, Ordering::Relaxed);
-        self.call(&self.doctor, "mutation($p: ID!, $r: MedicalRecordInput!) { addMedicalRecord(patientId: $p, record: $r) { id } }",
+        let added = self.call(&self.doctor, "mutation($p: ID!, $r: MedicalRecordInput!) { addMedicalRecord(patientId: $p, record: $r) { anchorLeaf } }",
                   json!({ "p": self.patient_id, "r": record(i) }))
             .await;
+        added["addMedicalRecord"]["anchorLeaf"]
+            .as_str()
+            .expect("anchor leaf")
+            .to_owned()
     }
 
     async fn add_batch(&self) -> Value {
@@ -277,15 +391,63 @@ where
     started.elapsed()
 }
 
+/// The time from a write's answer to the block holding its leaf being final, for
+/// [`LATENCY_SAMPLES`] writes made one every 50 ms while [`CLIENTS`] writers keep writing.
+async fn anchoring_latency(fixture: &Fixture, cluster: &ValidatorCluster) -> Vec<Duration> {
+    let chain = ChainClient::for_nodes(&cluster.nodes);
+    let sampling = AtomicBool::new(true);
+    let load = async {
+        while sampling.load(Ordering::Relaxed) {
+            concurrently(CLIENTS * 8, |_| async {
+                fixture.add_one().await;
+            })
+            .await;
+        }
+    };
+    let sampler = async {
+        let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+        for _ in 0..LATENCY_SAMPLES {
+            let leaf = fixture.add_one().await;
+            let answered = Instant::now();
+            let entry = Entry::RecordAnchor {
+                leaf: Hash32::from_hex(&leaf).expect("a hex leaf"),
+            };
+            loop {
+                let proof = chain.proof(&entry.hash()).await.ok().flatten();
+                if let Some(proof) = proof {
+                    let head = chain.head().await.expect("the chain head");
+                    if head.final_height >= Some(proof.header.height) {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            samples.push(answered.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sampling.store(false, Ordering::Relaxed);
+        samples
+    };
+    let ((), mut samples) = futures_util::future::join(load, sampler).await;
+    samples.sort();
+    samples
+}
+
 fn benches(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
-    let fixture = runtime.block_on(Fixture::new());
+    let fixture = runtime.block_on(Fixture::new(ChainTarget::None));
     runtime.block_on(fixture.raw_insert_batch());
+    let cluster = runtime.block_on(ValidatorCluster::start());
+    let anchored = runtime.block_on(Fixture::new(ChainTarget::Cluster(cluster.nodes.clone())));
 
     let mut group = c.benchmark_group("record_write_one_per_request");
     group.throughput(Throughput::Elements(1));
     group.bench_function("graphql_add_medical_record", |b| {
-        b.iter_custom(|n| runtime.block_on(concurrently(n, |_| fixture.add_one())))
+        b.iter_custom(|n| {
+            runtime.block_on(concurrently(n, |_| async {
+                fixture.add_one().await;
+            }))
+        })
     });
     group.bench_function("baseline_raw_insert_same_bytes", |b| {
         b.iter_custom(|n| runtime.block_on(concurrently(n, |_| fixture.raw_insert_one())))
@@ -315,6 +477,35 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|n| runtime.block_on(concurrently(n, |i| fixture.raw_read_one(i))))
     });
     group.finish();
+
+    let mut group = c.benchmark_group("record_write_anchoring");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("anchoring_on_3_validator_processes", |b| {
+        b.iter_custom(|n| {
+            runtime.block_on(concurrently(n, |_| async {
+                anchored.add_one().await;
+            }))
+        })
+    });
+    group.bench_function("baseline_anchoring_off", |b| {
+        b.iter_custom(|n| {
+            runtime.block_on(concurrently(n, |_| async {
+                fixture.add_one().await;
+            }))
+        })
+    });
+    group.finish();
+
+    let samples = runtime.block_on(anchoring_latency(&anchored, &cluster));
+    let percentile = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    println!(
+        "anchoring latency, write answered to its block final, {} samples under {CLIENTS} writers: \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        percentile(50).as_secs_f64() * 1e3,
+        percentile(99).as_secs_f64() * 1e3,
+        percentile(100).as_secs_f64() * 1e3,
+    );
 }
 
 criterion_group! {

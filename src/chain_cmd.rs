@@ -15,6 +15,7 @@ use medvault_anchor_chain::entry::{
 use medvault_anchor_chain::files::{read_json, to_json, write_json};
 use medvault_anchor_chain::governance::approve;
 use medvault_anchor_chain::node::{Validator, ValidatorConfig};
+use medvault_anchor_chain::state::EntryOutcome;
 use medvault_anchor_chain::verify::AuditSummary;
 use medvault_vault::anchoring::db_audit::audit_database;
 use medvault_vault::consent::audit::{AccessEvidence, AnchoredAt};
@@ -250,7 +251,13 @@ pub fn chain(command: ChainCommand) -> anyhow::Result<()> {
             let entry = Entry::Governance(Governance { action, approvals });
             let outcomes = runtime()?.block_on(ChainClient::new(&node).submit(vec![entry]))?;
             println!("{}", to_json(&outcomes));
-            Ok(())
+            match outcomes.first() {
+                Some(EntryOutcome::Anchored(_)) => Ok(()),
+                Some(EntryOutcome::Rejected(reason)) => {
+                    bail!("the chain refused the action: {reason}")
+                }
+                None => bail!("the chain answered no outcome"),
+            }
         }
     }
 }

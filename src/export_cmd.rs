@@ -44,7 +44,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let policy = ExportPolicy::from_toml(&text)?;
     crate::vault_cmd::runtime()?.block_on(async {
         let chain = match &args.chain_dir {
-            Some(dir) => ChainTarget::Embedded(dir.clone()),
+            Some(dir) => ChainTarget::Embedded {
+                dir: dir.clone(),
+                founders: Vec::new(),
+            },
             None => ChainTarget::None,
         };
         let database = open_database(Some(database_url)).await?;

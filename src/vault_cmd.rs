@@ -71,9 +71,46 @@ pub struct DemoArgs {
     /// Where the demo doctors' grantee secrets are kept, as each doctor's own machine would.
     #[arg(long, default_value = ".medvault/doctors")]
     doctor_secrets: PathBuf,
-    /// Where the embedded single-validator anchor chain keeps its key, genesis and blocks.
-    #[arg(long, default_value = ".medvault/chain")]
+    /// With DATABASE_URL set, where the demo's embedded chain (one validator per demo hospital)
+    /// is kept with the database between runs; a throwaway database gets a throwaway chain.
+    #[arg(long, default_value = ".medvault/demo-chain")]
     chain_dir: PathBuf,
+}
+
+/// Which anchor chain a command works with.
+#[derive(Args)]
+pub struct ChainArgs {
+    /// Where the embedded anchor chain keeps its keys, genesis and blocks when no --chain-node
+    /// is given: one validator per founding hospital, each serving the chain's API on loopback.
+    /// A new one is founded by the database's hospitals (by the hospital `admin create` makes
+    /// first, on a new database).
+    #[arg(long, env = "MEDVAULT_CHAIN_DIR", default_value = ".medvault/chain")]
+    chain_dir: PathBuf,
+    /// Anchor on the members' validator cluster instead of an embedded chain, through these
+    /// validators (`host:port` or URL; repeat the flag or separate with commas), following the
+    /// leader among them.
+    #[arg(
+        long = "chain-node",
+        env = "MEDVAULT_CHAIN_NODE",
+        value_delimiter = ',',
+        conflicts_with = "chain_dir"
+    )]
+    chain_nodes: Vec<String>,
+}
+
+impl ChainArgs {
+    /// The chain to work with; `founders` found a new embedded one besides the database's
+    /// hospitals.
+    fn target(&self, founders: Vec<String>) -> ChainTarget {
+        if self.chain_nodes.is_empty() {
+            ChainTarget::Embedded {
+                dir: self.chain_dir.clone(),
+                founders,
+            }
+        } else {
+            ChainTarget::Cluster(self.chain_nodes.clone())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -92,20 +129,9 @@ pub struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long, env = "MEDVAULT_LOG_JSON")]
     log_json: bool,
-    /// Where the embedded single-validator anchor chain keeps its key, genesis and blocks, when
-    /// no --chain-node is given: everything the server makes true is anchored there.
-    #[arg(long, env = "MEDVAULT_CHAIN_DIR", default_value = ".medvault/chain")]
-    chain_dir: PathBuf,
-    /// Anchor on the members' validator cluster instead of an embedded chain, through these
-    /// validators (`host:port` or URL; repeat the flag or separate with commas), following the
-    /// leader among them.
-    #[arg(
-        long = "chain-node",
-        env = "MEDVAULT_CHAIN_NODE",
-        value_delimiter = ',',
-        conflicts_with = "chain_dir"
-    )]
-    chain_nodes: Vec<String>,
+    /// Where everything the server makes true is anchored.
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Where export jobs write their files.
     #[arg(long, env = "MEDVAULT_EXPORT_DIR", default_value = ".medvault/exports")]
     export_dir: PathBuf,
@@ -131,13 +157,17 @@ pub struct AdminCreateArgs {
     /// The admin's full name.
     #[arg(long, default_value = "Administrator")]
     display_name: String,
+    /// The chain whose members the hospital must be among.
+    #[command(flatten)]
+    chain: ChainArgs,
 }
 
 /// A database to use, and the throwaway cluster behind it if one was started (dropped last, so
 /// the cluster stops after the server).
 pub struct Database {
     url: String,
-    _cluster: Option<ThrowawayCluster>,
+    /// Stopped and deleted when dropped.
+    cluster: Option<ThrowawayCluster>,
 }
 
 impl Database {
@@ -145,21 +175,23 @@ impl Database {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// Whether the database vanishes when this process stops.
+    pub fn is_throwaway(&self) -> bool {
+        self.cluster.is_some()
+    }
 }
 
 pub async fn open_database(database_url: Option<String>) -> anyhow::Result<Database> {
     if let Some(url) = database_url {
-        return Ok(Database {
-            url,
-            _cluster: None,
-        });
+        return Ok(Database { url, cluster: None });
     }
     eprintln!("DATABASE_URL is unset: starting a private throwaway PostgreSQL cluster…");
     let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start).await??;
     database::create_database(&cluster.connection_string("postgres"), "medvault").await?;
     Ok(Database {
         url: cluster.connection_string("medvault"),
-        _cluster: Some(cluster),
+        cluster: Some(cluster),
     })
 }
 
@@ -195,15 +227,27 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             ..ServerSettings::default()
         };
         let database = open_database(args.storage.database_url.clone()).await?;
-        let chain = ChainTarget::Embedded(args.chain_dir.clone());
-        let vault = args.storage.vault_config(&database, chain);
-        let application = Application::build(ApplicationConfig { settings, vault }).await?;
-        let services = application.services();
+        // A throwaway database gets a throwaway chain: never a fresh database on an old chain.
+        let throwaway_chain = database.is_throwaway().then(|| {
+            ThrowawayDir(
+                std::env::temp_dir().join(format!("medvault-demo-chain-{}", std::process::id())),
+            )
+        });
+        let chain_dir = throwaway_chain
+            .as_ref()
+            .map_or(args.chain_dir.clone(), |dir| dir.0.clone());
         let size = DemoSize {
             patients_per_hospital: args.patients_per_hospital,
             records_per_patient: args.records_per_patient,
             ..DemoSize::default()
         };
+        let chain = ChainTarget::Embedded {
+            dir: chain_dir.clone(),
+            founders: size.hospital_names(),
+        };
+        let vault = args.storage.vault_config(&database, chain);
+        let application = Application::build(ApplicationConfig { settings, vault }).await?;
+        let services = application.services();
         let bar = indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "seeding {bar:40} {pos}/{len} steps, {elapsed}",
@@ -235,21 +279,18 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             "every record version is anchored: the embedded chain's head is at height {}",
             anchoring.chain().head_height().await?
         );
-        let validator = anchoring
+        let chain_node = anchoring
             .chain()
             .embedded()
             .context("the demo's chain is not embedded")?
-            .validator()
-            .clone();
-        let chain_listener = tokio::net::TcpListener::bind((args.bind.ip(), 0)).await?;
-        let chain_node = chain_listener.local_addr()?;
-        tokio::spawn(medvault_anchor_chain::api::serve(chain_listener, validator));
+            .address()
+            .to_owned();
         let address = format!("http://{}:{}", args.bind.ip(), application.port());
         let banner = DemoBanner {
             address: &address,
             logins: &logins,
             doctor_secrets: &args.doctor_secrets,
-            chain_node: &chain_node.to_string(),
+            chain_node: &chain_node,
             database_url: database.url(),
             medvault: &std::env::current_exe()?.display().to_string(),
         };
@@ -260,8 +301,18 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
             application.run_until_stopped().await?;
         }
         drop(database);
+        drop(throwaway_chain);
         Ok(())
     })
+}
+
+/// A directory removed when dropped: the demo's chain beside a throwaway database.
+struct ThrowawayDir(PathBuf);
+
+impl Drop for ThrowawayDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What the demo's banner tells a newcomer.
@@ -329,15 +380,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("warning: without DATABASE_URL everything is lost when the server stops");
         }
         let database = open_database(args.storage.database_url.clone()).await?;
-        let chain = if args.chain_nodes.is_empty() {
-            ChainTarget::Embedded(args.chain_dir.clone())
-        } else {
-            ChainTarget::Cluster(args.chain_nodes.clone())
-        };
         let vault = VaultConfig {
             pool_size: args.pool_size,
             export_dir: args.export_dir.clone(),
-            ..args.storage.vault_config(&database, chain)
+            ..args
+                .storage
+                .vault_config(&database, args.chain.target(Vec::new()))
         };
         let application = Application::build(ApplicationConfig { settings, vault }).await?;
         tracing::info!(port = application.port(), "serving GraphQL on /graphql");
@@ -363,9 +411,10 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
     };
     runtime()?.block_on(async {
         let database = open_database(Some(database_url)).await?;
+        let chain = args.chain.target(vec![args.hospital.clone()]);
         let config = VaultConfig {
             pool_size: 2,
-            ..args.storage.vault_config(&database, ChainTarget::None)
+            ..args.storage.vault_config(&database, chain)
         };
         let services = Services::start(&config).await?;
         let user = NewStaffUser {
@@ -375,11 +424,12 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
             display_name: args.display_name,
             specialty: None,
         };
-        let (hospital, admin) = services
+        let created = services
             .vault()
             .create_hospital_admin(&Operator::at_command_line(), &args.hospital, user)
-            .await
-            .context("creating the admin")?;
+            .await;
+        services.stop().await;
+        let (hospital, admin) = created.context("creating the admin")?;
         println!(
             "created admin {} ({}) of {}",
             admin.username, admin.id, hospital.name

@@ -71,7 +71,7 @@ pub enum SourceAuditError {
         /// The node or directory.
         source_name: String,
         /// What is wrong with it.
-        error: AuditError,
+        error: Box<AuditError>,
     },
     /// Trailing blocks lack a majority of signatures and that was not allowed.
     #[error("{source_name}: blocks {heights:?} are not yet signed by a majority")]
@@ -89,7 +89,7 @@ pub enum SourceAuditError {
         /// The source that differs from it.
         second: String,
         /// The equivocation found.
-        error: AuditError,
+        error: Box<AuditError>,
     },
     /// A source proved another entry than the one asked for.
     #[error("asked for a proof of entry {asked}, the chain source proved entry {proven}")]
@@ -157,13 +157,33 @@ pub async fn audit_sources(sources: &ChainSources) -> Result<AuditedChain, Sourc
     for node in &sources.nodes {
         chains.push((node.clone(), ChainClient::new(node).all_blocks().await?));
     }
+    audit_chains(chains, trusted, sources.allow_pending, stored_state)
+}
+
+/// Audits chains already at hand (the blocks of validators running in this process, say) as
+/// [`audit_sources`] audits those it reads: each on its own from genesis, against `trusted`
+/// when given, then against each other. Trailing blocks still short of a majority of signatures
+/// are allowed; their entries are not final.
+pub fn audit_blocks(
+    chains: Vec<(String, Vec<SignedBlock>)>,
+    trusted: Option<Hash32>,
+) -> Result<AuditedChain, SourceAuditError> {
+    audit_chains(chains, trusted, true, None)
+}
+
+fn audit_chains(
+    chains: Vec<(String, Vec<SignedBlock>)>,
+    trusted: Option<Hash32>,
+    allow_pending: bool,
+    stored_state: Option<ChainState>,
+) -> Result<AuditedChain, SourceAuditError> {
     let mut reports = Vec::new();
     for (name, blocks) in &chains {
         let report = audit_chain(blocks, trusted).map_err(|error| SourceAuditError::Chain {
             source_name: name.clone(),
-            error,
+            error: Box::new(error),
         })?;
-        if !sources.allow_pending && !report.pending_tail.is_empty() {
+        if !allow_pending && !report.pending_tail.is_empty() {
             return Err(SourceAuditError::Pending {
                 source_name: name.clone(),
                 heights: report.pending_tail.clone(),
@@ -178,7 +198,7 @@ pub async fn audit_sources(sources: &ChainSources) -> Result<AuditedChain, Sourc
                 let conflict = |error| SourceAuditError::Conflict {
                     first: first_name.clone(),
                     second: name.clone(),
-                    error,
+                    error: Box::new(error),
                 };
                 let members = reports[index + 1]
                     .members

@@ -78,12 +78,16 @@ impl ApiError {
     }
 }
 
+/// What a caller is told when the anchor chain does not answer.
+pub(crate) const CHAIN_UNAVAILABLE: &str = "the anchor chain cannot be reached; try again shortly";
+
 /// The one mapping of the vault's errors to the API's: internal causes stay internal.
 impl From<&VaultError> for ApiError {
     fn from(error: &VaultError) -> Self {
         match error {
             VaultError::Unauthenticated(message) => ApiError::Unauthenticated(message),
-            VaultError::Forbidden => ApiError::Forbidden,
+            VaultError::Forbidden | VaultError::NotAMember(_) => ApiError::Forbidden,
+            VaultError::ChainUnavailable(_) => ApiError::Unavailable(CHAIN_UNAVAILABLE),
             VaultError::NotFound(what) => ApiError::NotFound(what),
             VaultError::InvalidInput(message) => ApiError::BadUserInput(message.clone()),
             VaultError::Conflict(message) => ApiError::Conflict(message.clone()),

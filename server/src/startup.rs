@@ -70,13 +70,7 @@ impl Application {
         let services = Services::start(&config.vault).await?;
         let server_metrics = Metrics::new()?;
         let state = web::Data::new(AppState {
-            schema: graphql::build_schema(
-                services.vault().clone(),
-                services.exports().clone(),
-                graphql::anchoring::ChainView(services.anchoring().cloned()),
-                server_metrics.clone(),
-                settings.limits,
-            ),
+            schema: graphql::build_schema(&services, server_metrics.clone(), settings.limits),
             vault: services.vault().clone(),
             exports: services.exports().clone(),
             metrics: server_metrics,

@@ -3,17 +3,23 @@
 
 use crate::helpers::{spawn_app_with, AppOptions, CareTeam};
 use medvault_anchor_chain::bytes::Hash32;
+use medvault_anchor_chain::embedded::member_dir;
 use medvault_anchor_chain::entry::Entry;
 use medvault_anchor_chain::verify::{audit_chain, verify_entry};
 use serde_json::json;
 
-#[tokio::test]
-async fn every_record_version_is_anchored_with_an_inclusion_proof() {
-    let app = spawn_app_with(AppOptions {
+/// An application anchoring on an embedded chain of its own.
+async fn anchoring_app() -> crate::helpers::TestApp {
+    spawn_app_with(AppOptions {
         anchoring: true,
         ..AppOptions::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn every_record_version_is_anchored_with_an_inclusion_proof() {
+    let app = anchoring_app().await;
     let CareTeam {
         doctor, patient_id, ..
     } = app.care_team().await;
@@ -187,7 +193,7 @@ async fn anchor_everything_and_stop(app: &crate::helpers::TestApp) -> std::path:
 fn audit_db(database_url: &str, chain_dir: &std::path::Path) -> (bool, serde_json::Value) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_medvault"))
         .args(["audit", "db", "--data-dir"])
-        .arg(chain_dir)
+        .arg(member_dir(chain_dir, 1))
         .arg("--genesis")
         .arg(chain_dir.join("genesis.json"))
         .env("DATABASE_URL", database_url)
@@ -216,11 +222,7 @@ async fn tamper(app: &crate::helpers::TestApp, statements: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_db_passes_an_honest_database_and_names_every_kind_of_tampering() {
-    let app = spawn_app_with(AppOptions {
-        anchoring: true,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = anchoring_app().await;
     let CareTeam {
         admin,
         doctor,
@@ -312,11 +314,7 @@ async fn audit_db_passes_an_honest_database_and_names_every_kind_of_tampering() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erased_patient_is_unreadable_and_audit_db_reports_them_erased_not_tampered() {
-    let app = spawn_app_with(AppOptions {
-        anchoring: true,
-        ..AppOptions::default()
-    })
-    .await;
+    let app = anchoring_app().await;
     let CareTeam {
         admin,
         doctor,
@@ -380,4 +378,150 @@ async fn an_erased_patient_is_unreadable_and_audit_db_reports_them_erased_not_ta
     assert_eq!(report["erased_patients"], json!([patient_id]), "{report:#}");
     assert_eq!(report["erased_versions"], 2, "{report:#}");
     let _ = std::fs::remove_dir_all(chain_dir);
+}
+
+/// Polls the auditor's database audit until it ends; returns it.
+async fn finished_audit(
+    app: &crate::helpers::TestApp,
+    auditor: &str,
+    id: &str,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let answer = app
+            .graphql(
+                Some(auditor),
+                "query($id: ID!) { databaseAudit(id: $id) { id status failure passed
+                   versionsChecked logBatchesChecked logLinesChecked problems { kind detail } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        let audit = answer.data()["databaseAudit"].clone();
+        if audit["status"] != "RUNNING" {
+            return audit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit never ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_audits_the_database_as_a_job_and_sees_every_anchor_without_content() {
+    let app = anchoring_app().await;
+    let CareTeam {
+        admin,
+        doctor,
+        patient_id,
+        ..
+    } = app.care_team().await;
+    let auditor = app.create_staff(&admin, "auditor", "AUDITOR").await;
+    let record = app.add_record(&doctor, &patient_id, "61").await;
+    let request = "mutation { requestDatabaseAudit { id status } }";
+    for caller in [&admin, &doctor] {
+        app.graphql(Some(caller), request, json!({}))
+            .await
+            .expect_error("FORBIDDEN");
+    }
+    app.graphql(None, request, json!({}))
+        .await
+        .expect_error("UNAUTHENTICATED");
+
+    // Requested while the record's anchor may still be queued: the job anchors it first.
+    let started = app.graphql(Some(&auditor), request, json!({})).await;
+    let id = started.data()["requestDatabaseAudit"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    app.graphql(
+        Some(&admin),
+        "query($id: ID!) { databaseAudit(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .expect_error("FORBIDDEN");
+    let audit = finished_audit(&app, &auditor, &id).await;
+    assert_eq!(audit["status"], "SUCCEEDED", "{audit:#}");
+    assert_eq!(audit["passed"], true, "{audit:#}");
+    assert_eq!(audit["versionsChecked"], 1, "{audit:#}");
+    assert!(audit["logLinesChecked"].as_u64() >= Some(1), "{audit:#}");
+
+    let facts = app
+        .graphql(
+            Some(&auditor),
+            "{ queuedFacts(first: 100) { nodes { kind entry anchoredHeight
+                 anchoring { status height proof } } }
+               accessProofs { nodes { root rootAnchoring { status height } } }
+               consentKeys { anchoredHeight anchoring { status height } } }",
+            json!({}),
+        )
+        .await;
+    let data = facts.data();
+    let kinds: Vec<&str> = data["queuedFacts"]["nodes"]
+        .as_array()
+        .expect("facts")
+        .iter()
+        .map(|fact| {
+            assert_eq!(fact["anchoring"]["status"], "ANCHORED", "{fact}");
+            assert_eq!(
+                fact["anchoring"]["height"].as_i64(),
+                fact["anchoredHeight"].as_i64()
+            );
+            fact["kind"].as_str().expect("kind")
+        })
+        .collect();
+    for kind in [
+        "VERIFYING_KEY",
+        "CONSENT_ROOT",
+        "RECORD_VERSION",
+        "ACCESS_LOG_BATCH",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} not among {kinds:?}");
+    }
+    let dump = facts.body.to_string();
+    assert!(
+        !dump.contains("Jane Roe") && !dump.contains("8867-4"),
+        "an auditor sees no content"
+    );
+    let proof = &data["accessProofs"]["nodes"][0];
+    assert_eq!(proof["rootAnchoring"]["status"], "ANCHORED", "{proof}");
+    let keys = &data["consentKeys"];
+    assert_eq!(keys["anchoring"]["status"], "ANCHORED", "{keys}");
+    assert_eq!(keys["anchoring"]["height"], keys["anchoredHeight"]);
+
+    let again = app.graphql(Some(&auditor), request, json!({})).await;
+    let second = again.data()["requestDatabaseAudit"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    finished_audit(&app, &auditor, &second).await;
+    tamper(
+        &app,
+        &format!(
+            "UPDATE record_versions SET ciphertext = set_byte(ciphertext, 20, get_byte(ciphertext, 20) # 1)
+               WHERE record_id = '{record}'"
+        ),
+    )
+    .await;
+    let third = app.graphql(Some(&auditor), request, json!({})).await;
+    let third = third.data()["requestDatabaseAudit"]["id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    let audit = finished_audit(&app, &auditor, &third).await;
+    assert_eq!(audit["passed"], false, "{audit:#}");
+    let problems = audit["problems"].as_array().expect("problems");
+    assert!(
+        problems
+            .iter()
+            .any(|problem| problem["kind"] == "version_modified"
+                && problem["detail"]["record"] == record.as_str()),
+        "{audit:#}"
+    );
+    app.anchoring.as_ref().expect("anchoring").stop().await;
+    if let Some(chain_dir) = &app.chain_dir {
+        let _ = std::fs::remove_dir_all(chain_dir);
+    }
 }

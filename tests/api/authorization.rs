@@ -170,10 +170,11 @@ enum Operation {
     OpenConsent,
     ReadPseudonym,
     ReadAccessProofs,
+    ReadQueuedFacts,
     ErasePatient,
 }
 
-const OPERATIONS: [Operation; 30] = [
+const OPERATIONS: [Operation; 31] = [
     Operation::ReadProfile,
     Operation::ReadRecords,
     Operation::ReadRecord,
@@ -203,6 +204,7 @@ const OPERATIONS: [Operation; 30] = [
     Operation::OpenConsent,
     Operation::ReadPseudonym,
     Operation::ReadAccessProofs,
+    Operation::ReadQueuedFacts,
     Operation::ErasePatient,
 ];
 
@@ -226,7 +228,7 @@ fn allowed(caller: &str, operation: Operation) -> bool {
         Operation::ReadConsentWitness | Operation::OpenConsent => {
             matches!(caller, "dr-writer" | "dr-reader")
         }
-        Operation::ReadAccessProofs => caller == "auditor",
+        Operation::ReadAccessProofs | Operation::ReadQueuedFacts => caller == "auditor",
         Operation::ReadAccessLog => caller == "patient-p",
         Operation::AddRecord | Operation::UpdateRecord | Operation::DeleteRecord => {
             caller == "dr-writer"
@@ -452,7 +454,12 @@ async fn attempt(
             app.graphql(token, query, json!({ "id": p })).await
         }
         Operation::ReadAccessProofs => {
-            let query = "{ accessProofs { nodes { sessionId root patientPseudonym proof } } }";
+            let query =
+                "{ accessProofs { nodes { sessionId root rootAnchoring { status } proof } } }";
+            app.graphql(token, query, json!({})).await
+        }
+        Operation::ReadQueuedFacts => {
+            let query = "{ queuedFacts { nodes { id kind entry anchoring { status } } } }";
             app.graphql(token, query, json!({})).await
         }
     }

@@ -169,23 +169,26 @@ fn schema_command_prints_the_committed_schema() {
 #[tokio::test]
 async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     let app = spawn_app().await;
-    let admin_create = || {
+    let chain_dir = tempfile::tempdir().expect("a chain directory");
+    let admin_create = |hospital: &str| {
         medvault()
             .args([
                 "admin",
                 "create",
                 "--hospital",
-                "Northgate",
+                hospital,
                 "--username",
                 "root-admin",
             ])
+            .arg("--chain-dir")
+            .arg(chain_dir.path())
             .env("DATABASE_URL", &app.database_url)
             .env("MEDVAULT_MASTER_KEY", &app.master_key_hex)
             .env("MEDVAULT_ADMIN_PASSWORD", crate::helpers::PASSWORD)
             .output()
             .expect("run medvault admin create")
     };
-    let output = admin_create();
+    let output = admin_create("Northgate");
     assert!(
         output.status.success(),
         "{}",
@@ -198,9 +201,23 @@ async fn admin_create_bootstraps_an_admin_who_can_log_in() {
     assert_eq!(me.data()["me"]["role"], "ADMIN");
     assert_eq!(me.data()["me"]["hospital"]["name"], "Northgate");
 
-    let again = admin_create();
+    let again = admin_create("Northgate");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("username is taken"));
+
+    // The first hospital founded the embedded chain; another is not a member of it.
+    let outsider = admin_create("Westbrook");
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    assert!(
+        !outsider.status.success()
+            && stderr.contains(
+                "\"Westbrook\" is not a member of the anchor chain (its members: Northgate)"
+            )
+            && stderr.contains("medvault chain approve")
+            && stderr.contains("medvault chain govern")
+            && stderr.contains(r#""action":"admit""#),
+        "{stderr}"
+    );
 }
 
 // Multi-threaded: the commands block this thread while the server answers them on the others.

@@ -5,6 +5,7 @@ use crate::helpers::{
     consent_config, consent_keys, spawn_app, spawn_app_with, AppOptions, CareTeam, ConsentOpening,
     TestApp, CONSENT_DEPTH, PASSWORD,
 };
+use medvault_anchor_chain::embedded::member_dir;
 use medvault_circuits::GranteeSecret;
 use medvault_client::{AccessScope, ClientError, MedvaultClient, StatementError};
 use medvault_vault::auth::Operator;
@@ -517,7 +518,7 @@ async fn audit_access_passes_an_honest_run_and_reports_what_was_tampered_with() 
     let audit = || {
         let output = Command::new(env!("CARGO_BIN_EXE_medvault"))
             .args(["audit", "access", "--data-dir"])
-            .arg(&chain_dir)
+            .arg(member_dir(&chain_dir, 1))
             .arg("--genesis")
             .arg(chain_dir.join("genesis.json"))
             .env("DATABASE_URL", &app.database_url)
@@ -576,14 +577,14 @@ async fn audit_access_reports_roots_and_keys_that_were_never_anchored() {
         .data();
     let chain_dir =
         std::env::temp_dir().join(format!("medvault-empty-chain-{}", uuid::Uuid::new_v4()));
-    medvault_anchor_chain::embedded::EmbeddedChain::open(&chain_dir)
+    medvault_anchor_chain::embedded::EmbeddedChain::open(&chain_dir, &["St. Mary's".into()])
         .await
         .expect("an empty chain")
         .shutdown()
         .await;
     let output = Command::new(env!("CARGO_BIN_EXE_medvault"))
         .args(["audit", "access", "--data-dir"])
-        .arg(&chain_dir)
+        .arg(member_dir(&chain_dir, 1))
         .arg("--genesis")
         .arg(chain_dir.join("genesis.json"))
         .arg("--allow-pending")

@@ -2,6 +2,7 @@
 //! the anchor.
 
 use crate::helpers::{consent_keys, spawn_app, spawn_app_with, AppOptions, TestApp};
+use medvault_anchor_chain::embedded::member_dir;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -273,7 +274,7 @@ fn audit_export(dir: &Path, chain: Option<&Path>) -> std::process::Output {
     if let Some(chain) = chain {
         command
             .arg("--data-dir")
-            .arg(chain)
+            .arg(member_dir(chain, 1))
             .arg("--genesis")
             .arg(chain.join("genesis.json"));
     }

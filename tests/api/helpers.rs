@@ -114,9 +114,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             session_ttl: chrono::Duration::hours(1),
             export_dir: export_dir.clone(),
             login_throttle: options.login_throttle,
+            // Founded by the hospital of `care_team`, the one the anchoring tests use.
             chain: chain_dir
                 .clone()
-                .map_or(ChainTarget::None, ChainTarget::Embedded),
+                .map_or(ChainTarget::None, |dir| ChainTarget::Embedded {
+                    dir,
+                    founders: vec!["St. Mary's".into()],
+                }),
             consent_keys_dir: consent_keys().0.clone(),
             consent: options.consent,
             ..VaultConfig::new(

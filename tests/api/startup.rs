@@ -175,6 +175,9 @@ async fn a_killed_server_leaves_no_throwaway_cluster_behind_its_next_start() {
     let dir = scratch_dir("killed");
     let mut server = Command::new(env!("CARGO_BIN_EXE_medvault"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        // A fresh throwaway database has no hospital to found an embedded chain with; a
+        // cluster that cannot be reached is checked later and delays nothing.
+        .args(["--chain-node", "127.0.0.1:9"])
         .env_remove("DATABASE_URL")
         .env("MEDVAULT_MASTER_KEY_FILE", dir.join("master.key"))
         .env("MEDVAULT_CONSENT_KEYS", &consent_keys().0)
@@ -231,7 +234,10 @@ async fn services_on(
     chain_dir: &Path,
 ) -> Result<Services, StartError> {
     Services::start(&VaultConfig {
-        chain: ChainTarget::Embedded(chain_dir.to_owned()),
+        chain: ChainTarget::Embedded {
+            dir: chain_dir.to_owned(),
+            founders: Vec::new(),
+        },
         consent_keys_dir: consent_keys().0.clone(),
         ..VaultConfig::new(
             app.database_url.clone(),
@@ -245,7 +251,11 @@ fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("copy directory");
     for file in std::fs::read_dir(from).expect("read directory") {
         let file = file.expect("directory entry");
-        std::fs::copy(file.path(), to.join(file.file_name())).expect("copy a file");
+        if file.file_type().expect("file type").is_dir() {
+            copy_dir(&file.path(), &to.join(file.file_name()));
+        } else {
+            std::fs::copy(file.path(), to.join(file.file_name())).expect("copy a file");
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 //! equivocating pair. Also `medvault audit chain` refusing a stopped embedded chain's file when
 //! it is damaged, cut short or behind its Raft log, and `medvault audit export` checking an
 //! export's anchor in such files. And a server anchoring on such a cluster through kills and
-//! outages ([`vault_on_cluster`]).
+//! outages ([`vault_on_cluster`]), and a hospital joining it by governance
+//! ([`hospital_admission`]).
 
+mod hospital_admission;
 mod vault_on_cluster;
 
 use chrono::{NaiveDate, TimeZone, Utc};
@@ -14,7 +16,7 @@ use medvault_anchor_chain::block::{Block, SignedBlock, ValidatorKey};
 use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::chain_file;
 use medvault_anchor_chain::client::ChainClient;
-use medvault_anchor_chain::embedded::EmbeddedChain;
+use medvault_anchor_chain::embedded::{member_dir, EmbeddedChain};
 use medvault_anchor_chain::entry::{
     ApprovalPolicy, Entry, GenesisSpec, Governance, GovernanceAction, Member, MemberId,
 };
@@ -626,7 +628,10 @@ async fn stop_once_signed(chain: EmbeddedChain) {
 async fn audit_chain_refuses_a_damaged_or_cut_chain_file_and_one_behind_its_raft_log() {
     let dir = tempfile::tempdir().unwrap();
     let chain_dir = dir.path().join("chain");
-    let chain = EmbeddedChain::open(&chain_dir).await.unwrap();
+    let chain = EmbeddedChain::open(&chain_dir, &["St. Mary's".into()])
+        .await
+        .unwrap();
+    let member_dir = member_dir(&chain_dir, 1);
     for i in 0..5 {
         chain.submit(vec![anchor(i)]).await.unwrap();
     }
@@ -637,7 +642,7 @@ async fn audit_chain_refuses_a_damaged_or_cut_chain_file_and_one_behind_its_raft
             "audit",
             "chain",
             "--data-dir",
-            chain_dir.to_str().unwrap(),
+            member_dir.to_str().unwrap(),
             "--genesis",
             genesis.to_str().unwrap(),
         ])
@@ -650,7 +655,7 @@ async fn audit_chain_refuses_a_damaged_or_cut_chain_file_and_one_behind_its_raft
         String::from_utf8_lossy(&clean.stderr)
     );
 
-    let path = chain_dir.join(CHAIN_FILE);
+    let path = member_dir.join(CHAIN_FILE);
     let bytes = std::fs::read(&path).unwrap();
     let refused = |damaged: &[u8], complaint: &str| {
         std::fs::write(&path, damaged).unwrap();
@@ -698,7 +703,10 @@ async fn audit_chain_refuses_a_damaged_or_cut_chain_file_and_one_behind_its_raft
 async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
     let dir = tempfile::tempdir().unwrap();
     let chain_dir = dir.path().join("chain");
-    let chain = EmbeddedChain::open(&chain_dir).await.unwrap();
+    let chain = EmbeddedChain::open(&chain_dir, &["St. Mary's".into()])
+        .await
+        .unwrap();
+    let member_dir = member_dir(&chain_dir, 1);
     let made_at = chain.head_height();
     let anchored = dir.path().join("anchored");
     let never_anchored = dir.path().join("never-anchored");
@@ -725,7 +733,7 @@ async fn audit_export_finds_the_manifest_anchored_after_the_export_was_made() {
             "export",
             export_dir.to_str().unwrap(),
             "--data-dir",
-            chain_dir.to_str().unwrap(),
+            member_dir.to_str().unwrap(),
             "--genesis",
             genesis.to_str().unwrap(),
         ])

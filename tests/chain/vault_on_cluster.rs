@@ -22,7 +22,7 @@ const MASTER_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A `medvault serve` process on a fixed port, anchoring on the cluster; killed on drop.
-struct Server {
+pub(super) struct Server {
     child: Option<Child>,
     bind: String,
     database_url: String,
@@ -31,10 +31,25 @@ struct Server {
 }
 
 impl Server {
-    fn medvault(&self) -> Command {
+    /// A server over `database_url` anchoring on `cluster`'s founding validators, logging and
+    /// keeping its keys in `dir`; not started.
+    pub(super) fn on(cluster: &Cluster, database_url: String, dir: &std::path::Path) -> Server {
+        let nodes: Vec<&str> = (1..=3).map(|id| cluster.addresses[&id].as_str()).collect();
+        Server {
+            child: None,
+            bind: free_address(),
+            database_url,
+            nodes: nodes.join(","),
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// A `medvault` command on the server's database, master key and chain.
+    pub(super) fn medvault(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_medvault"));
         command
             .env("DATABASE_URL", &self.database_url)
+            .env("MEDVAULT_CHAIN_NODE", &self.nodes)
             .env("MEDVAULT_MASTER_KEY", MASTER_KEY)
             .env_remove("MEDVAULT_MASTER_KEY_FILE")
             .env("MEDVAULT_CONSENT_KEYS", self.dir.join("consent-keys"))
@@ -42,7 +57,7 @@ impl Server {
         command
     }
 
-    fn start(&mut self) {
+    pub(super) fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,11 +81,11 @@ impl Server {
         }
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://{}", self.bind)
     }
 
-    async fn wait_until_serving(&self) {
+    pub(super) async fn wait_until_serving(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let http = reqwest::Client::new();
         loop {
@@ -97,7 +112,7 @@ impl Drop for Server {
     }
 }
 
-async fn graphql(client: &MedvaultClient, query: &str, variables: Value) -> Value {
+pub(super) async fn graphql(client: &MedvaultClient, query: &str, variables: Value) -> Value {
     client
         .graphql(query, variables)
         .await
@@ -105,23 +120,23 @@ async fn graphql(client: &MedvaultClient, query: &str, variables: Value) -> Valu
 }
 
 /// A client logged in as `username`, and the user's id.
-async fn logged_in(server: &Server, username: &str) -> (MedvaultClient, String) {
+pub(super) async fn logged_in(server: &Server, username: &str) -> (MedvaultClient, String) {
     let mut client = MedvaultClient::new(&server.url()).expect("a client");
     let logged_in = client.login(username, PASSWORD).await.expect("login");
     (client, logged_in.user_id)
 }
 
-/// Makes an admin (with `medvault admin create`), a doctor with a registered grantee key, a
-/// patient who grants the doctor write access, and the doctor's consent session; returns the
-/// doctor's client (its token opened the session) and the patient's id.
-async fn care_team(server: &Server) -> (MedvaultClient, String) {
+/// Makes an admin of `hospital` (with `medvault admin create`), a doctor with a registered
+/// grantee key, a patient who grants the doctor write access, and the doctor's consent session;
+/// returns the doctor's client (its token opened the session) and the patient's id.
+pub(super) async fn care_team(server: &Server, hospital: &str) -> (MedvaultClient, String) {
     let created = server
         .medvault()
         .args([
             "admin",
             "create",
             "--hospital",
-            "St Anchor",
+            hospital,
             "--username",
             "admin",
         ])
@@ -188,6 +203,22 @@ async fn care_team(server: &Server) -> (MedvaultClient, String) {
     };
     assert_eq!(opened.patient_id, patient_id);
     (doctor, patient_id)
+}
+
+/// The three founding validators running in `dir`, once they have a leader, and a new
+/// database for a server.
+pub(super) async fn founders_and_database(dir: &std::path::Path) -> (Cluster, String) {
+    let cluster = Cluster::new(dir);
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
+    let database_url = ScratchServer::get()
+        .expect("a PostgreSQL server for tests")
+        .create_database()
+        .await
+        .expect("a test database");
+    (cluster, database_url)
 }
 
 /// Records the doctor's writes acknowledged by the server, by record id.
@@ -371,31 +402,15 @@ async fn assert_all_anchored_once(
 async fn every_acknowledged_write_is_anchored_once_through_server_kills_a_leader_kill_and_an_outage(
 ) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let cluster = Cluster::new(dir.path());
-    for id in 1..=3 {
-        cluster.start(id);
-    }
-    cluster.leader(&[1, 2, 3], Duration::from_secs(30)).await;
-    let database_url = ScratchServer::get()
-        .expect("a PostgreSQL server for tests")
-        .create_database()
-        .await
-        .expect("a test database");
+    let (cluster, database_url) = founders_and_database(dir.path()).await;
     let (database, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
         .await
         .expect("a raw connection");
     tokio::spawn(connection);
-    let nodes: Vec<&str> = (1..=3).map(|id| cluster.addresses[&id].as_str()).collect();
-    let mut server = Server {
-        child: None,
-        bind: free_address(),
-        database_url,
-        nodes: nodes.join(","),
-        dir: dir.path().to_owned(),
-    };
+    let mut server = Server::on(&cluster, database_url, dir.path());
     server.start();
     server.wait_until_serving().await;
-    let (doctor, patient_id) = care_team(&server).await;
+    let (doctor, patient_id) = care_team(&server, "hospital 1").await;
     let acknowledged = Acknowledged::default();
     let control = Arc::new(LoadControl::default());
     let load = write_load(doctor, patient_id, acknowledged.clone(), control.clone());

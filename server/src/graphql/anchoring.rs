@@ -1,14 +1,18 @@
 //! Where facts are anchored, as the API shows it: a fact's [`Anchoring`] (pending, or its block,
 //! leaf index, RFC 9162 inclusion path and the block's signatures, with the chain's own proof
 //! document) and the chain's head. Enough for a client to check a record version, an export or
-//! a consent root against the chain alone, trusting nothing this server says.
+//! a consent root against the chain alone, trusting nothing this server says. And the
+//! auditors' database audits, which check the database against the chain.
 
-use async_graphql::{Context, Enum, Json, Object, Result, SimpleObject};
+use async_graphql::{Context, Enum, Json, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
 use medvault_anchor_chain::api::HeadResponse;
 use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::entry::Entry;
 use medvault_anchor_chain::verify::EntryProof;
-use medvault_vault::anchoring::{AnchoringError, AnchoringWorker};
+use medvault_vault::anchoring::db_audit::DbAuditReport;
+use medvault_vault::anchoring::db_audit_jobs::{AuditJobStatus, DatabaseAuditJob};
+use medvault_vault::anchoring::{AnchoringError, AnchoringWorker, QueuedFact};
 
 /// The chain this server anchors on, if it has one: what the schema reads proofs from.
 #[derive(Clone)]
@@ -32,8 +36,7 @@ impl ChainView {
 
 fn unavailable(error: AnchoringError) -> async_graphql::Error {
     tracing::warn!(%error, "the anchor chain did not answer a proof request");
-    crate::error::ApiError::Unavailable("the anchor chain cannot be reached; try again shortly")
-        .to_graphql()
+    crate::error::ApiError::Unavailable(crate::error::CHAIN_UNAVAILABLE).to_graphql()
 }
 
 /// Whether a fact is on the chain yet.
@@ -157,5 +160,191 @@ pub async fn chain_head(ctx: &Context<'_>) -> Result<Option<ChainHead>> {
             worker.chain().head().await.map_err(unavailable)?,
         ))),
         None => Ok(None),
+    }
+}
+
+/// Where a database audit is.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum DatabaseAuditStatus {
+    /// Anchoring what the database holds, waiting for its blocks to be final, or checking.
+    Running,
+    /// Finished: `passed` and `problems` say what it found.
+    Succeeded,
+    /// Could not be carried out; `failure` says why.
+    Failed,
+}
+
+/// `medvault audit db` run by the server for an auditor: every record version's leaf and every
+/// access-log batch's root recomputed from what PostgreSQL holds, without any key, and looked up
+/// in the final blocks of the audited chain. The report names rows by id and holds no health
+/// data.
+pub struct DatabaseAudit(pub DatabaseAuditJob);
+
+/// One disagreement between the database and the chain.
+#[derive(SimpleObject)]
+pub struct DatabaseProblem {
+    /// What is wrong, as `medvault audit db` names it (`version_modified`, `version_moved`,
+    /// `version_deleted`, `version_inserted`, `version_unanchored`, `anchored_version_missing`,
+    /// `data_key_missing`, `log_line_edited`, `log_lines_removed`, `log_lines_inserted`,
+    /// `log_batch_altered`, `log_batch_missing`, `log_batch_unanchored`).
+    kind: String,
+    /// The ids and counts it names (record, version, patient, line, batch, ...).
+    detail: Json<serde_json::Value>,
+}
+
+impl DatabaseAudit {
+    fn report(&self) -> Option<&DbAuditReport> {
+        self.0.report.as_ref()
+    }
+}
+
+#[Object]
+impl DatabaseAudit {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn status(&self) -> DatabaseAuditStatus {
+        match self.0.status {
+            AuditJobStatus::Running => DatabaseAuditStatus::Running,
+            AuditJobStatus::Succeeded => DatabaseAuditStatus::Succeeded,
+            AuditJobStatus::Failed => DatabaseAuditStatus::Failed,
+        }
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+    /// Why the audit could not be carried out.
+    async fn failure(&self) -> Option<&str> {
+        self.0.failure.as_deref()
+    }
+    /// Whether the database agrees with the chain: finished with no problem. Null until the
+    /// audit finished.
+    async fn passed(&self) -> Option<bool> {
+        self.report().map(|report| report.problems.is_empty())
+    }
+    /// Record versions whose leaves were recomputed.
+    async fn versions_checked(&self) -> Option<u64> {
+        self.report().map(|report| report.versions_checked)
+    }
+    /// Of those, versions of patients erased at their request (unreadable, still anchored).
+    async fn erased_versions(&self) -> Option<u64> {
+        self.report().map(|report| report.erased_versions)
+    }
+    /// The patients erased at their request.
+    async fn erased_patients(&self) -> Option<Vec<ID>> {
+        self.report().map(|report| {
+            report
+                .erased_patients
+                .iter()
+                .map(|id| ID(id.to_string()))
+                .collect()
+        })
+    }
+    /// Access-log batches whose roots were recomputed.
+    async fn log_batches_checked(&self) -> Option<u64> {
+        self.report().map(|report| report.log_batches_checked)
+    }
+    /// Sealed access-log lines checked.
+    async fn log_lines_checked(&self) -> Option<u64> {
+        self.report().map(|report| report.log_lines_checked)
+    }
+    /// Lines logged after the audit's snapshot was sealed, not checked.
+    async fn log_lines_unsealed(&self) -> Option<u64> {
+        self.report().map(|report| report.log_lines_unsealed)
+    }
+    /// Every disagreement found, in the order found.
+    async fn problems(&self) -> Result<Option<Vec<DatabaseProblem>>> {
+        let Some(report) = self.report() else {
+            return Ok(None);
+        };
+        let problems = report
+            .problems
+            .iter()
+            .map(|problem| {
+                let mut detail = serde_json::to_value(problem)?;
+                let kind = detail
+                    .as_object_mut()
+                    .and_then(|fields| fields.remove("kind"))
+                    .and_then(|kind| kind.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                Ok(DatabaseProblem {
+                    kind,
+                    detail: Json(detail),
+                })
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .map_err(|error| crate::error::ApiError::internal(&error).to_graphql())?;
+        Ok(Some(problems))
+    }
+}
+
+/// What kind of fact a chain entry anchors.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum FactKind {
+    /// A record version's leaf.
+    RecordVersion,
+    /// A hospital's consent tree root.
+    ConsentRoot,
+    /// An export's manifest hash.
+    ExportManifest,
+    /// The root over a batch of access-log lines.
+    AccessLogBatch,
+    /// The hash of a consent verifying key.
+    VerifyingKey,
+    /// A change to the chain's member set.
+    Governance,
+    /// The chain's founding.
+    Genesis,
+}
+
+impl From<&Entry> for FactKind {
+    fn from(entry: &Entry) -> Self {
+        match entry {
+            Entry::RecordAnchor { .. } => FactKind::RecordVersion,
+            Entry::ConsentRoot { .. } => FactKind::ConsentRoot,
+            Entry::ExportManifest { .. } => FactKind::ExportManifest,
+            Entry::AccessLogBatch { .. } => FactKind::AccessLogBatch,
+            Entry::VerifyingKey { .. } => FactKind::VerifyingKey,
+            Entry::Governance(_) => FactKind::Governance,
+            Entry::Genesis(_) => FactKind::Genesis,
+        }
+    }
+}
+
+/// A fact this server's database queued for the chain, for auditors: its chain entry (hashes
+/// and counts, no content) and where it is anchored.
+pub struct QueuedFactView(pub QueuedFact);
+
+#[Object(name = "QueuedFact")]
+impl QueuedFactView {
+    /// The outbox row, in queueing order.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    async fn kind(&self) -> FactKind {
+        FactKind::from(&self.0.entry)
+    }
+    /// The entry as the chain records it (JSON, as the chain's API gives entries).
+    async fn entry(&self) -> Json<Entry> {
+        Json(self.0.entry.clone())
+    }
+    /// When the transaction that made the fact true queued it.
+    async fn queued_at(&self) -> DateTime<Utc> {
+        self.0.queued_at
+    }
+    /// The height the server recorded it anchored at.
+    async fn anchored_height(&self) -> Option<i64> {
+        self.0.anchored_height
+    }
+    /// Why the chain refused the entry by its rules, if it did (it is not submitted again).
+    async fn chain_refusal(&self) -> Option<&str> {
+        self.0.chain_refusal.as_deref()
+    }
+    /// Where the chain holds it, with the proof to check it against the chain alone.
+    async fn anchoring(&self, ctx: &Context<'_>) -> Result<Anchoring> {
+        ChainView::anchoring_of(ctx, self.0.entry.clone()).await
     }
 }

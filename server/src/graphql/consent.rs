@@ -2,8 +2,10 @@
 //! elements as `0x` and 64 hex digits (big-endian, `medvault_circuits::field`), hashes and proofs
 //! as plain lowercase hex.
 
+use super::anchoring::{Anchoring, ChainView};
 use super::vocabulary::AccessScope;
-use async_graphql::{Object, SimpleObject, ID};
+use crate::error::ApiError;
+use async_graphql::{Context, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use medvault_circuits::field::{field_from_hex, field_to_hex};
 use medvault_circuits::Fr;
@@ -37,6 +39,11 @@ impl ConsentKeys {
     /// The chain height the verifying key's hash is anchored at; null while pending.
     async fn anchored_height(&self) -> Option<i64> {
         self.0.anchored_height
+    }
+    /// Where the verifying key's `VerifyingKey` entry is anchored, with its proof.
+    async fn anchoring(&self, ctx: &Context<'_>) -> Result<Anchoring> {
+        let entry = consent::keys::verifying_key_entry(self.0.verifying_key_sha3, self.0.depth);
+        ChainView::anchoring_of(ctx, entry).await
     }
     /// Where to download the proving key (a path on this server).
     async fn proving_key_url(&self) -> &'static str {
@@ -187,6 +194,14 @@ impl AccessProof {
     }
     async fn root(&self) -> String {
         field_to_hex(self.0.public_inputs.root)
+    }
+    /// Where the root the proof was made against is anchored (its `ConsentRoot` entry).
+    async fn root_anchoring(&self, ctx: &Context<'_>) -> Result<Anchoring> {
+        let sequence = u64::try_from(self.0.root_sequence)
+            .map_err(|error| ApiError::internal(&error).to_graphql())?;
+        let entry =
+            consent::consent_root_entry(self.0.hospital_id, self.0.public_inputs.root, sequence);
+        ChainView::anchoring_of(ctx, entry).await
     }
     async fn patient_pseudonym(&self) -> String {
         field_to_hex(self.0.public_inputs.patient_pseudonym)

@@ -22,7 +22,7 @@ use async_graphql::{
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use medvault_vault::auth::Actor;
-use medvault_vault::exports::Exports;
+use medvault_vault::Services;
 use medvault_vault::{AuditedAction, Page, PageRequest, Permit, Vault};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
@@ -71,19 +71,14 @@ impl Default for QueryLimits {
     }
 }
 
-/// Builds the schema over `vault`, its export jobs and the chain it anchors on, counting logins
-/// in `metrics`.
-pub fn build_schema(
-    vault: Vault,
-    exports: Exports,
-    chain: anchoring::ChainView,
-    metrics: Metrics,
-    limits: QueryLimits,
-) -> MedvaultSchema {
+/// Builds the schema over a process's services (the vault, its export jobs, the auditors'
+/// database audits and the chain it anchors on), counting logins in `metrics`.
+pub fn build_schema(services: &Services, metrics: Metrics, limits: QueryLimits) -> MedvaultSchema {
     limited_schema(limits)
-        .data(vault)
-        .data(exports)
-        .data(chain)
+        .data(services.vault().clone())
+        .data(services.exports().clone())
+        .data(services.database_audits().clone())
+        .data(anchoring::ChainView(services.anchoring().cloned()))
         .data(metrics)
         .finish()
 }

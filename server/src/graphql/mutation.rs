@@ -1,5 +1,6 @@
 //! Write operations.
 
+use super::anchoring::DatabaseAudit;
 use super::consent::{field_argument, ConsentChallenge, ConsentSession, GranteeKey};
 use super::exports::{ExportCeilingRules, ExportCeilingView, ExportJob, ExportPolicyInput};
 use super::types::{DeletedRecord, Grant, MedicalRecord, Organization, Patient, Session, User};
@@ -11,6 +12,7 @@ use crate::error::{parse_id, ApiError};
 use crate::metrics::Metrics;
 use async_graphql::{Context, InputObject, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use medvault_vault::anchoring::db_audit_jobs::DatabaseAudits;
 use medvault_vault::exports::Exports;
 use medvault_vault::{domain, VaultError};
 use medvault_vault::{
@@ -237,6 +239,16 @@ impl MutationRoot {
             .set_ceiling(&actor(ctx)?, role.into(), rules.into())
             .await?;
         Ok(ExportCeilingView(stored))
+    }
+
+    /// For auditors: checks the database against the anchor chain, without any key, as
+    /// `medvault audit db` does: every record version's leaf and every access-log batch's root
+    /// recomputed from the rows and looked up in the chain's final blocks. It runs as a job on
+    /// a snapshot taken now (first anchored and made final): follow it with `databaseAudit`.
+    /// One runs at a time.
+    async fn request_database_audit(&self, ctx: &Context<'_>) -> Result<DatabaseAudit> {
+        let job = ctx.data::<DatabaseAudits>()?.request(&actor(ctx)?).await?;
+        Ok(DatabaseAudit(job))
     }
 
     /// An insurer, researcher or agency asks for an anonymized export of the patients who gave

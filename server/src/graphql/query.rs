@@ -1,6 +1,6 @@
 //! Read operations.
 
-use super::anchoring::{chain_head, ChainHead};
+use super::anchoring::{chain_head, ChainHead, DatabaseAudit, QueuedFactView};
 use super::consent::{AccessProof, ConsentKeys, ConsentWitness};
 use super::exports::{ExportCeilingView, ExportJob, HospitalExportCeiling};
 use super::types::{
@@ -11,6 +11,7 @@ use super::{actor, page_request, permit, to_connection};
 use crate::error::parse_id;
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result, ID};
+use medvault_vault::anchoring::db_audit_jobs::DatabaseAudits;
 use medvault_vault::exports::Exports;
 use medvault_vault::{AuditedAction, Vault};
 use uuid::Uuid;
@@ -192,6 +193,31 @@ impl QueryRoot {
             .ceilings_for_recipient(&actor(ctx)?)
             .await?;
         Ok(hospitals.into_iter().map(HospitalExportCeiling).collect())
+    }
+
+    /// For auditors: every fact this server's database queued for the anchor chain, in the
+    /// order queued, each with its chain entry and anchoring (no content).
+    #[graphql(complexity = "first.unwrap_or(20).max(0) as usize * child_complexity")]
+    async fn queued_facts(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, QueuedFactView>> {
+        let page = ctx
+            .data::<Vault>()?
+            .queued_facts(&actor(ctx)?, page_request::<i64>(after, first)?)
+            .await?;
+        Ok(to_connection(page, |fact| fact.id, QueuedFactView))
+    }
+
+    /// For auditors: a database audit (`requestDatabaseAudit`).
+    async fn database_audit(&self, ctx: &Context<'_>, id: ID) -> Result<DatabaseAudit> {
+        let job = ctx
+            .data::<DatabaseAudits>()?
+            .job(&actor(ctx)?, parse_id(&id, "id")?)
+            .await?;
+        Ok(DatabaseAudit(job))
     }
 
     /// One export job of the caller's organization.

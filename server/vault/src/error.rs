@@ -34,6 +34,12 @@ pub enum VaultError {
         /// How long to wait.
         retry_after: Duration,
     },
+    /// The hospital is not a member of the anchor chain; the message says how to admit it.
+    #[error("{0}")]
+    NotAMember(String),
+    /// The anchor chain could not be asked what the operation needs from it.
+    #[error("the anchor chain cannot be reached")]
+    ChainUnavailable(#[source] crate::anchoring::AnchoringError),
     /// A statement failed.
     #[error("database")]
     Database(#[from] tokio_postgres::Error),

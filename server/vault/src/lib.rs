@@ -63,6 +63,9 @@ pub struct Vault {
     session_ttl: chrono::Duration,
     throttle: LoginThrottle,
     consent: Arc<consent::Consent>,
+    /// The chain whose governance admits hospitals; `None` for a vault opened without one
+    /// (tests, and commands that create no hospital).
+    chain: Option<Arc<anchoring::AnchorChain>>,
 }
 
 impl Vault {
@@ -79,6 +82,7 @@ impl Vault {
             session_ttl,
             throttle: LoginThrottle::default(),
             consent: Arc::new(consent),
+            chain: None,
         }
     }
 
@@ -104,6 +108,14 @@ impl Vault {
     /// The same vault with other limits on failed logins.
     pub fn with_login_throttle(self, throttle: LoginThrottle) -> Self {
         Vault { throttle, ..self }
+    }
+
+    /// The same vault, admitting only the hospitals `chain`'s governance has admitted.
+    pub(crate) fn with_chain(self, chain: Arc<anchoring::AnchorChain>) -> Self {
+        Vault {
+            chain: Some(chain),
+            ..self
+        }
     }
 
     /// The master key, for the keys an export is signed and pseudonymized with.

@@ -1,6 +1,7 @@
 //! Everything a medvault process runs besides its transports, started in one place: the vault
 //! over its pool, the export job machinery, and the anchoring worker on its chain.
 
+use crate::anchoring::db_audit_jobs::DatabaseAudits;
 use crate::anchoring::{chain_check, AnchorChain, AnchoringError, AnchoringWorker, ChainMismatch};
 use crate::consent::{ConsentConfig, ConsentSettings};
 use crate::database::{self, DatabaseError};
@@ -9,6 +10,7 @@ use crate::{LoginThrottle, MasterKeySource, OpenVaultError, Vault};
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::{EmbeddedChain, EmbeddedError};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where the anchoring worker puts the outbox's entries.
@@ -16,8 +18,14 @@ use std::time::Duration;
 pub enum ChainTarget {
     /// No chain: entries wait in the outbox for a process that has one.
     None,
-    /// A single-validator chain in this process, kept in this directory.
-    Embedded(PathBuf),
+    /// A one-machine chain in this process, one validator per founding member, kept in `dir`.
+    Embedded {
+        /// Where the chain lives.
+        dir: PathBuf,
+        /// Who founds the chain if `dir` holds none yet, besides the hospitals the database
+        /// already holds (the hospital `admin create` is about to create, the demo's).
+        founders: Vec<String>,
+    },
     /// The members' validator cluster, through any of the nodes at these addresses (`host:port`
     /// or URL), following the leader.
     Cluster(Vec<String>),
@@ -85,6 +93,9 @@ pub enum StartError {
     /// The master key is missing, unreadable or not the database's.
     #[error(transparent)]
     Vault(#[from] OpenVaultError),
+    /// The hospitals that would found the embedded chain could not be read.
+    #[error("reading the hospitals that found the embedded anchor chain")]
+    Founders(#[source] crate::VaultError),
     /// The embedded anchor chain did not start.
     #[error("starting the embedded anchor chain")]
     Chain(#[from] EmbeddedError),
@@ -96,6 +107,31 @@ pub enum StartError {
 /// How long start-up waits for the chain to answer the start-up check before serving anyway,
 /// leaving the check to the anchoring worker.
 const CHAIN_CHECK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Who founds a new embedded chain: the hospitals the database holds, oldest first, then
+/// `others` not among them.
+async fn founding_hospitals(
+    pool: &deadpool_postgres::Pool,
+    others: &[String],
+) -> Result<Vec<String>, StartError> {
+    let read = async {
+        let client = pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT name FROM organizations WHERE kind = 'hospital' ORDER BY created_at, name",
+                &[],
+            )
+            .await?;
+        Ok::<_, crate::VaultError>(rows.iter().map(|row| row.get(0)).collect::<Vec<String>>())
+    };
+    let mut founders = read.await.map_err(StartError::Founders)?;
+    for other in others {
+        if !founders.contains(other) {
+            founders.push(other.clone());
+        }
+    }
+    Ok(founders)
+}
 
 /// Runs the chain check before serving: a chain that answers and disagrees refuses the start;
 /// one that cannot be reached is checked by the worker before it anchors anything. Returns
@@ -132,6 +168,7 @@ pub struct Services {
     vault: Vault,
     exports: Exports,
     anchoring: Option<AnchoringWorker>,
+    database_audits: DatabaseAudits,
 }
 
 impl Services {
@@ -159,17 +196,24 @@ impl Services {
             .with_login_throttle(config.login_throttle);
         let chain = match &config.chain {
             ChainTarget::None => None,
-            ChainTarget::Embedded(dir) => {
-                Some(AnchorChain::Embedded(EmbeddedChain::open(dir).await?))
+            ChainTarget::Embedded { dir, founders } => {
+                let founders = founding_hospitals(vault.pool(), founders).await?;
+                Some(AnchorChain::Embedded(
+                    EmbeddedChain::open(dir, &founders).await?,
+                ))
             }
             ChainTarget::Cluster(nodes) => {
                 Some(AnchorChain::Cluster(ChainClient::for_nodes(nodes)))
             }
         };
-        let anchoring = match chain {
-            None => None,
+        let (vault, anchoring) = match chain.map(Arc::new) {
+            None => (vault, None),
             Some(chain) => match check_chain_at_start(vault.pool(), &chain).await {
-                Ok(checked) => Some(AnchoringWorker::start(vault.pool().clone(), chain, checked)),
+                Ok(checked) => {
+                    let worker =
+                        AnchoringWorker::start(vault.pool().clone(), chain.clone(), checked);
+                    (vault.with_chain(chain), Some(worker))
+                }
                 Err(refusal) => {
                     chain.shutdown().await;
                     return Err(refusal);
@@ -181,10 +225,12 @@ impl Services {
             config.export_dir.clone(),
             config.operator_name.clone(),
         );
+        let database_audits = DatabaseAudits::new(vault.pool().clone(), anchoring.clone());
         Ok(Services {
             vault,
             exports,
             anchoring,
+            database_audits,
         })
     }
 
@@ -196,6 +242,11 @@ impl Services {
     /// The export job machinery.
     pub fn exports(&self) -> &Exports {
         &self.exports
+    }
+
+    /// The auditors' database audits.
+    pub fn database_audits(&self) -> &DatabaseAudits {
+        &self.database_audits
     }
 
     /// The anchoring worker, if the configuration names a chain.

@@ -136,7 +136,8 @@ pub(super) fn check_username(username: &str) -> VaultResult<()> {
 
 impl Vault {
     /// The operator's bootstrap (`medvault admin create`): registers the hospital `hospital`
-    /// unless it exists, and creates an admin in it.
+    /// unless it exists, and creates an admin in it; refused, saying how to propose it, unless
+    /// the vault's chain has admitted the hospital as a member.
     pub async fn create_hospital_admin(
         &self,
         _operator: &Operator,
@@ -147,6 +148,10 @@ impl Vault {
             return Err(VaultError::InvalidInput(
                 "the bootstrap account of a hospital is an admin".into(),
             ));
+        }
+        check_organization_name(hospital)?;
+        if let Some(chain) = &self.chain {
+            crate::anchoring::membership::check_admitted(chain, hospital).await?;
         }
         let organization = self.ensure_organization(hospital).await?;
         let admin = self.insert_staff_user(organization.id, admin, None).await?;

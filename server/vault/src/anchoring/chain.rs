@@ -4,6 +4,7 @@
 
 use super::AnchoringError;
 use medvault_anchor_chain::api::HeadResponse;
+use medvault_anchor_chain::audit::{audit_blocks, audit_sources, AuditedChain, ChainSources};
 use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::client::ChainClient;
 use medvault_anchor_chain::embedded::EmbeddedChain;
@@ -14,7 +15,7 @@ use medvault_anchor_chain::verify::EntryProof;
 
 /// Where anchors go.
 pub enum AnchorChain {
-    /// A single validator in this process.
+    /// The validators of a one-machine chain, in this process.
     Embedded(EmbeddedChain),
     /// The members' validator cluster, through any of its nodes, following the leader.
     Cluster(ChainClient),
@@ -63,7 +64,26 @@ impl AnchorChain {
         })
     }
 
-    /// The embedded validator, for reading its blocks in process.
+    /// The chain as an auditor checks it: every block of every validator this server reaches
+    /// (each embedded validator, or each node of the cluster), audited from the genesis
+    /// `trusted` and compared with each other. Blocks still short of signatures are allowed;
+    /// their entries are not final.
+    pub async fn audited(&self, trusted: Hash32) -> Result<AuditedChain, AnchoringError> {
+        Ok(match self {
+            AnchorChain::Embedded(chain) => audit_blocks(chain.blocks_of_each()?, Some(trusted))?,
+            AnchorChain::Cluster(client) => {
+                audit_sources(&ChainSources {
+                    nodes: client.nodes().to_vec(),
+                    genesis_hash: Some(trusted),
+                    allow_pending: true,
+                    ..ChainSources::default()
+                })
+                .await?
+            }
+        })
+    }
+
+    /// The embedded validators, for reading their blocks in process.
     pub fn embedded(&self) -> Option<&EmbeddedChain> {
         match self {
             AnchorChain::Embedded(chain) => Some(chain),

@@ -14,12 +14,12 @@ use deadpool_postgres::GenericClient;
 use futures_util::{pin_mut, TryStreamExt};
 use medvault_anchor_chain::bytes::Hash32;
 use medvault_anchor_chain::entry::Entry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// One disagreement between the database and the chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DbProblem {
     /// The version's row no longer gives the leaf that was anchored for it: its ciphertext,
@@ -116,7 +116,7 @@ pub enum DbProblem {
 }
 
 /// What `audit db` found.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct DbAuditReport {
     /// Record versions whose leaves were recomputed.
     pub versions_checked: u64,

@@ -6,9 +6,15 @@
 //! Each row holds its [`Entry`] in the chain's one canonical encoding
 //! ([`Entry::canonical_bytes`]), so every kind of entry the chain knows goes through the same
 //! column; [`encode`] is the only way one is written and [`lock_pending`] the only way one is read
-//! for anchoring.
+//! for anchoring. Auditors list the rows, entries and standing, with [`Vault::queued_facts`].
 
 use super::AnchoringError;
+use crate::auth::Actor;
+use crate::domain::Role;
+use crate::error::{VaultError, VaultResult};
+use crate::policy::require_role;
+use crate::{Page, PageRequest, Vault};
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use medvault_anchor_chain::entry::Entry;
 
@@ -116,4 +122,54 @@ pub(crate) async fn latest_anchored_height(
         )
         .await?
         .get(0))
+}
+
+/// A fact this database queued for the chain, as an auditor sees it: the chain entry (hashes
+/// and counts, never content) and where it stands.
+#[derive(Clone, Debug)]
+pub struct QueuedFact {
+    /// The outbox row.
+    pub id: i64,
+    /// The entry, as it goes to the chain.
+    pub entry: Entry,
+    /// When the transaction that made it true queued it.
+    pub queued_at: DateTime<Utc>,
+    /// The height the worker recorded it anchored at.
+    pub anchored_height: Option<i64>,
+    /// Why the chain refused it, if it did.
+    pub chain_refusal: Option<String>,
+}
+
+impl Vault {
+    /// For auditors: every fact this database queued for the chain, in the order queued.
+    pub async fn queued_facts(
+        &self,
+        auditor: &Actor,
+        page: PageRequest<i64>,
+    ) -> VaultResult<Page<QueuedFact>> {
+        require_role(auditor, Role::Auditor)?;
+        let client = self.pool().get().await?;
+        let rows = client
+            .query(
+                "SELECT id, entry, created_at, anchored_height, chain_refusal FROM anchor_outbox
+                 WHERE ($1::bigint IS NULL OR id > $1) ORDER BY id LIMIT $2",
+                &[&page.after, &(page.first + 1)],
+            )
+            .await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let id: i64 = row.get(0);
+                Ok(QueuedFact {
+                    id,
+                    entry: Entry::from_canonical_bytes(row.get(1))
+                        .map_err(|_| VaultError::internal(AnchoringError::MalformedEntry(id)))?,
+                    queued_at: row.get(2),
+                    anchored_height: row.get(3),
+                    chain_refusal: row.get(4),
+                })
+            })
+            .collect::<VaultResult<_>>()?;
+        Ok(Page::from_overfetched(items, page.first))
+    }
 }

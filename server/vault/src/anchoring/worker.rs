@@ -34,6 +34,9 @@ pub enum AnchoringError {
     /// The configured chain is not the one the database anchored on.
     #[error(transparent)]
     Mismatch(#[from] super::ChainMismatch),
+    /// The chain's blocks did not pass the auditor's checks, or could not be read for them.
+    #[error("auditing the anchor chain")]
+    Audit(#[from] medvault_anchor_chain::audit::SourceAuditError),
     /// An outbox row does not hold an entry in the chain's canonical encoding.
     #[error("anchor outbox row {0} holds no entry in the chain's canonical encoding")]
     MalformedEntry(i64),
@@ -128,8 +131,7 @@ impl AnchoringWorker {
     /// `Services::start` starts the worker.
     /// `checked` says whether [`chain_check::check`] has passed on this chain; if not, the
     /// worker runs it before its first submission and anchors nothing until it passes.
-    pub(crate) fn start(pool: Pool, chain: AnchorChain, checked: bool) -> Self {
-        let chain = Arc::new(chain);
+    pub(crate) fn start(pool: Pool, chain: Arc<AnchorChain>, checked: bool) -> Self {
         let wake = Arc::new(Notify::new());
         let (report, passes) = watch::channel(Passes::default());
         let seal_now = Arc::new(AtomicBool::new(false));

@@ -312,11 +312,11 @@ impl AccessEvidence {
 /// The `ConsentRoot` entry a session's proof was made against, from its public inputs.
 fn root_entry(session: &EvidenceSession) -> Option<Entry> {
     let public = PublicInputs::from_bytes(&session.public_inputs).ok()?;
-    Some(Entry::ConsentRoot {
-        hospital: session.hospital_id.to_string(),
-        root: Hash32(field_to_bytes(public.root)),
-        sequence: u64::try_from(session.root_sequence).ok()?,
-    })
+    Some(super::tree::consent_root_entry(
+        session.hospital_id,
+        public.root,
+        u64::try_from(session.root_sequence).ok()?,
+    ))
 }
 
 fn check_session(

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use tree::{stored_field, unix_seconds, ConsentTrees, TreeMismatch};
 use uuid::Uuid;
 
+pub use tree::consent_root_entry;
 pub use tree::TreeMismatch as ConsentTreeMismatch;
 
 /// How long the steps of the proof flow may take.

@@ -23,6 +23,17 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+/// The `ConsentRoot` chain entry of `hospital`'s tree at `root`, its `sequence`th version: what
+/// the vault queues when the tree changes, the API answers anchoring for and `audit access`
+/// looks for.
+pub fn consent_root_entry(hospital: Uuid, root: Fr, sequence: u64) -> Entry {
+    Entry::ConsentRoot {
+        hospital: hospital.to_string(),
+        root: Hash32(field_to_bytes(root)),
+        sequence,
+    }
+}
+
 /// A leaf's fields as the grant gives them, the commitment and salt as stored.
 struct LeafFields {
     grant: Uuid,
@@ -476,11 +487,11 @@ async fn apply_to(
         .await?;
     let outbox_id = outbox::queue(
         transaction,
-        &Entry::ConsentRoot {
-            hospital: hospital.to_string(),
-            root: Hash32(root_bytes),
-            sequence: u64::try_from(sequence).map_err(VaultError::internal)?,
-        },
+        &consent_root_entry(
+            hospital,
+            root,
+            u64::try_from(sequence).map_err(VaultError::internal)?,
+        ),
     )
     .await?;
     transaction

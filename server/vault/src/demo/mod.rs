@@ -49,6 +49,17 @@ impl Default for DemoSize {
     }
 }
 
+impl DemoSize {
+    /// The hospitals the data set is spread over: the founding members of the demo's chain.
+    pub fn hospital_names(&self) -> Vec<String> {
+        let distinct = self.hospitals.min(HOSPITALS.len());
+        HOSPITALS[..distinct]
+            .iter()
+            .map(|name| name.to_string())
+            .collect()
+    }
+}
+
 /// The share of demo patients who consent to research.
 const RESEARCH_CONSENT_SHARE: f64 = 0.7;
 
@@ -95,7 +106,8 @@ pub async fn seed(
     let mut done = 0u64;
     let mut admins = Vec::new();
     let mut doctors: Vec<Vec<Actor>> = Vec::new();
-    for (h, name) in HOSPITALS.iter().cycle().take(size.hospitals).enumerate() {
+    let hospitals = size.hospital_names();
+    for (h, name) in hospitals.iter().cycle().take(size.hospitals).enumerate() {
         let (organization, admin) = vault
             .create_hospital_admin(
                 operator,
