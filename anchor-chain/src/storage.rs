@@ -23,7 +23,7 @@ use openraft::{
     Entry, EntryPayload, LogId, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -344,11 +344,21 @@ impl LogStore {
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<NodeId>> {
+        self.write_meta_with(key, value, Durability::Immediate)
+    }
+
+    fn write_meta_with<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), StorageError<NodeId>> {
         let write = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::write(openraft::AnyError::error(e))
         };
         let bytes = encode(value).map_err(|e| write(&e))?;
-        let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        let mut txn = self.db.begin_write().map_err(|e| write(&e))?;
+        txn.set_durability(durability);
         {
             let mut table = txn.open_table(META).map_err(|e| write(&e))?;
             table.insert(key, bytes.as_slice()).map_err(|e| write(&e))?;
@@ -455,11 +465,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(VOTE_KEY)
     }
 
+    /// Records the committed index without a sync of its own: it becomes durable with the next
+    /// log append, which is synced. A committed index lost to a crash is only a lower bound
+    /// that is too low: every committed entry is already durable in a majority's log, openraft
+    /// takes the chain file's applied index when it is higher, and the leader sends the
+    /// committed index again. Syncing it would put one more fsync in front of every apply.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(COMMITTED_KEY, &committed)
+        self.write_meta_with(COMMITTED_KEY, &committed, Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -477,28 +492,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let write = |e: &dyn std::fmt::Display| {
-            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e))
-        };
-        let outcome = (|| {
-            let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        fn write(e: &dyn std::fmt::Display) -> StorageError<NodeId> {
+            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e)).into()
+        }
+        let rows = entries
+            .into_iter()
+            .map(|entry| Ok((entry.log_id.index, encode(&entry).map_err(|e| write(&e))?)))
+            .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
+        let db = self.db.clone();
+        // The commit syncs the file: on a thread of its own, so that the runtime's few workers
+        // go on serving the other validators' RPCs and submissions meanwhile.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(|e| write(&e))?;
             {
                 let mut table = txn.open_table(LOGS).map_err(|e| write(&e))?;
-                for entry in entries {
-                    let bytes = encode(&entry).map_err(|e| write(&e))?;
+                for (index, bytes) in rows {
                     table
-                        .insert(entry.log_id.index, bytes.as_slice())
+                        .insert(index, bytes.as_slice())
                         .map_err(|e| write(&e))?;
                 }
             }
             txn.commit().map_err(|e| write(&e))
-        })();
+        })
+        .await
+        .map_err(|e| write(&e))
+        .and_then(|written| written);
         let flushed = outcome
             .as_ref()
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(flushed);
-        Ok(outcome?)
+        outcome
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -538,7 +562,7 @@ pub struct ChainStore {
     state: Arc<RwLock<ChainState>>,
     spec: GenesisSpec,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     checkpoint: Checkpoint,
     applied: tokio::sync::watch::Sender<u64>,
 }
@@ -827,7 +851,7 @@ impl ChainStore {
             state: Arc::new(RwLock::new(verified.state)),
             spec: spec.clone(),
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             checkpoint,
             applied,
         })
@@ -912,17 +936,25 @@ impl ChainStore {
         })
     }
 
-    fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
-        let failed = |e: &dyn std::fmt::Display| {
-            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e))
-        };
+    /// Appends `items` and syncs them, on a blocking thread so that the runtime's workers are
+    /// not held by the sync.
+    async fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
+        fn failed(e: &dyn std::fmt::Display) -> StorageError<NodeId> {
+            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e)).into()
+        }
         let mut buffer = Vec::new();
         for item in items {
             frame_item(item, &mut buffer).map_err(|e| failed(&e))?;
         }
-        self.file.write_all(&buffer).map_err(|e| failed(&e))?;
-        self.file.sync_data().map_err(|e| failed(&e))?;
-        Ok(())
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut file = &*file;
+            file.write_all(&buffer)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))
     }
 }
 
@@ -992,7 +1024,7 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
             state.head_height()
         };
         items.push(FileItem::Checkpoint(self.checkpoint.clone()));
-        self.append_items(&items)?;
+        self.append_items(&items).await?;
         self.applied.send_replace(head);
         Ok(outcomes)
     }
@@ -1037,11 +1069,13 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         frame_item(&FileItem::Checkpoint(checkpoint.clone()), &mut buffer)
             .map_err(|e| failed(&e))?;
         replace_file(&self.path, &buffer).map_err(|e| failed(&e))?;
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| failed(&e))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| failed(&e))?,
+        );
         let head = state.head_height();
         *self.state.write().map_err(|e| failed(&e))? = state;
         self.checkpoint = checkpoint;
