@@ -1,7 +1,15 @@
 //! Durable storage under openraft: the Raft log and vote in redb (each append one fsync'd
 //! transaction, so a batch of proposals costs one sync), and the chain itself as an append-only
 //! file of [`Record`]s in the checksummed format of [`chain_file`], each apply batch closed by a
-//! checkpoint and synced before it returns.
+//! checkpoint.
+//!
+//! The Raft log is what makes an entry durable: it is synced on a majority before the entry is
+//! committed. The chain file is derived from it and is written without a sync of its own at
+//! each apply; it is synced before every snapshot, so the log is never compacted past what the
+//! file holds durably. A SIGKILL loses nothing written (the page cache survives the process);
+//! after a power loss the file may end at an earlier checkpoint, possibly with a torn record
+//! after it, and Raft re-applies what follows from its log, exactly as after an interrupted
+//! append.
 //!
 //! The chain file is trusted only after it verifies, at every open: every record's length and
 //! checksum, then the records replayed and audited like any other chain (links, Merkle roots,
@@ -562,7 +570,7 @@ pub struct ChainStore {
     state: Arc<RwLock<ChainState>>,
     spec: GenesisSpec,
     path: PathBuf,
-    file: Arc<File>,
+    file: File,
     checkpoint: Checkpoint,
     applied: tokio::sync::watch::Sender<u64>,
 }
@@ -851,7 +859,7 @@ impl ChainStore {
             state: Arc::new(RwLock::new(verified.state)),
             spec: spec.clone(),
             path: path.to_owned(),
-            file: Arc::new(file),
+            file,
             checkpoint,
             applied,
         })
@@ -906,15 +914,18 @@ impl ChainStore {
         self.state.clone()
     }
 
-    /// Notifies each new head height once it is durable.
+    /// Notifies each new head height once it is applied (and so durable in the Raft log).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
+    /// The chain as a snapshot, once the file is synced: openraft compacts the log up to a
+    /// snapshot, and the entries it removes must be durable in the file.
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let failed = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::read_state_machine(openraft::AnyError::error(e))
         };
+        self.file.sync_data().map_err(|e| failed(&e))?;
         let records = self.state.read().map_err(|e| failed(&e))?.to_records();
         let body = SnapshotBody {
             checkpoint: self.checkpoint.clone(),
@@ -936,25 +947,17 @@ impl ChainStore {
         })
     }
 
-    /// Appends `items` and syncs them, on a blocking thread so that the runtime's workers are
-    /// not held by the sync.
-    async fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
-        fn failed(e: &dyn std::fmt::Display) -> StorageError<NodeId> {
-            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e)).into()
-        }
+    /// Appends `items` in one write, not synced (see the module's documentation).
+    fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e))
+        };
         let mut buffer = Vec::new();
         for item in items {
             frame_item(item, &mut buffer).map_err(|e| failed(&e))?;
         }
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut file = &*file;
-            file.write_all(&buffer)?;
-            file.sync_data()
-        })
-        .await
-        .map_err(|e| failed(&e))?
-        .map_err(|e| failed(&e))
+        self.file.write_all(&buffer).map_err(|e| failed(&e))?;
+        Ok(())
     }
 }
 
@@ -1024,7 +1027,7 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
             state.head_height()
         };
         items.push(FileItem::Checkpoint(self.checkpoint.clone()));
-        self.append_items(&items).await?;
+        self.append_items(&items)?;
         self.applied.send_replace(head);
         Ok(outcomes)
     }
@@ -1069,13 +1072,11 @@ impl RaftStateMachine<TypeConfig> for ChainStore {
         frame_item(&FileItem::Checkpoint(checkpoint.clone()), &mut buffer)
             .map_err(|e| failed(&e))?;
         replace_file(&self.path, &buffer).map_err(|e| failed(&e))?;
-        self.file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| failed(&e))?,
-        );
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| failed(&e))?;
         let head = state.head_height();
         *self.state.write().map_err(|e| failed(&e))? = state;
         self.checkpoint = checkpoint;
