@@ -371,7 +371,13 @@ impl Validator {
                     sent.insert(signature.height, Instant::now());
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_millis(500), head.changed()).await;
+            // The chain store drops its sender when Raft stops: then `changed` would return at
+            // once, for ever, and this loop would spin a core.
+            if let Ok(Err(_stopped)) =
+                tokio::time::timeout(Duration::from_millis(500), head.changed()).await
+            {
+                return;
+            }
         }
     }
 
