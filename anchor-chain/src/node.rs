@@ -4,23 +4,22 @@
 //! leader; the membership task makes the Raft voter set follow the chain's member set.
 
 use crate::block::ValidatorKey;
-use crate::consensus::{raft_config, ChainRaft, HttpNetwork};
+use crate::consensus::{raft_config, ChainRaft, HttpNetwork, TypeConfig};
 use crate::entry::{Entry, GenesisSpec, MemberId};
 use crate::paths::SIGNATURES_PATH;
 use crate::state::{ChainState, EntryOutcome, HeightSignature, Proposal};
 use crate::storage::{ChainStore, LogStore, OpenError, CHAIN_FILE, LOG_FILE};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most entries sealed into one block.
 pub const MAX_BLOCK_ENTRIES: usize = 4096;
-/// Proposals in flight at once; more waiting submissions join the next proposal.
-const PROPOSALS_IN_FLIGHT: usize = 4;
 /// Submissions queued before new ones are turned away as overload.
 const SUBMISSION_QUEUE: usize = 4096;
 /// A signature not yet recorded is sent again after this long.
@@ -84,6 +83,90 @@ enum Submission {
         reply: oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>>,
     },
     Signatures(Vec<HeightSignature>),
+}
+
+/// A submitter waiting for its entries' outcomes: where they start in the proposal, how many.
+type Waiting = (
+    usize,
+    usize,
+    oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>>,
+);
+
+/// The next proposal as the batcher gathers it, with the submitters waiting on it.
+struct Batch {
+    proposal: Proposal,
+    waiting: Vec<Waiting>,
+}
+
+impl Batch {
+    fn new(proposer: MemberId, signatures: Vec<HeightSignature>) -> Batch {
+        Batch {
+            proposal: Proposal {
+                proposer,
+                signatures,
+                ..Proposal::default()
+            },
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Adds `first` and then whatever is queued, up to a full block.
+    fn take_all(&mut self, first: Option<Submission>, queue: &mut mpsc::Receiver<Submission>) {
+        let mut next = first;
+        while let Some(submission) = next.take() {
+            match submission {
+                Submission::Entries { entries, reply } => {
+                    self.waiting
+                        .push((self.proposal.entries.len(), entries.len(), reply));
+                    self.proposal.entries.extend(entries);
+                }
+                Submission::Signatures(signatures) => self.proposal.signatures.extend(signatures),
+            }
+            if self.proposal.entries.len() < MAX_BLOCK_ENTRIES {
+                next = queue.try_recv().ok();
+            }
+        }
+    }
+}
+
+/// Hands each waiting submitter its share of a proposal's outcome, or why it failed.
+fn answer(
+    waiting: Vec<Waiting>,
+    result: Result<
+        ClientWriteResponse<TypeConfig>,
+        RaftError<u64, ClientWriteError<u64, BasicNode>>,
+    >,
+) {
+    match result {
+        Ok(response) => {
+            for (start, count, reply) in waiting {
+                let outcomes = response
+                    .data
+                    .outcomes
+                    .get(start..start + count)
+                    .map(<[_]>::to_vec);
+                let _ = reply
+                    .send(outcomes.ok_or_else(|| SubmitError::Unavailable("short outcome".into())));
+            }
+        }
+        Err(error) => {
+            let leader = match &error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    Some(forward.leader_node.as_ref().map(|node| node.addr.clone()))
+                }
+                _ => None,
+            };
+            for (_, _, reply) in waiting {
+                let failure = match &leader {
+                    Some(leader) => SubmitError::NotLeader {
+                        leader: leader.clone(),
+                    },
+                    None => SubmitError::Unavailable(error.to_string()),
+                };
+                let _ = reply.send(Err(failure));
+            }
+        }
+    }
 }
 
 /// A validator of the chain: Raft node, chain state and background tasks.
@@ -240,8 +323,12 @@ impl Validator {
         }
     }
 
+    /// Turns queued submissions into proposals, one at a time: each proposal carries
+    /// everything that queued while the one before it was being committed. openraft appends
+    /// each proposal with a sync of its own and every proposal seals a block that each
+    /// validator signs and verifies, so on few cores one round of many entries is cheaper than
+    /// several rounds of few, and the entries wait less in all.
     async fn run_batcher(self, mut submissions: mpsc::Receiver<Submission>) {
-        let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
         let mut held_signatures: Vec<HeightSignature> = Vec::new();
         let mut held_until = tokio::time::Instant::now();
         loop {
@@ -265,66 +352,11 @@ impl Validator {
                 Some(Some(entries)) => Some(entries),
                 None => None,
             };
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
-            let mut waiting = Vec::new();
-            let mut proposal = Proposal {
-                proposer: self.member_id,
-                signatures: std::mem::take(&mut held_signatures),
-                ..Proposal::default()
-            };
-            let mut next = first;
-            while let Some(submission) = next.take() {
-                match submission {
-                    Submission::Entries { entries, reply } => {
-                        waiting.push((proposal.entries.len(), entries.len(), reply));
-                        proposal.entries.extend(entries);
-                    }
-                    Submission::Signatures(signatures) => proposal.signatures.extend(signatures),
-                }
-                if proposal.entries.len() < MAX_BLOCK_ENTRIES {
-                    next = submissions.try_recv().ok();
-                }
-            }
-            proposal.timestamp_ms = now_ms();
-            let raft = self.raft.clone();
-            tokio::spawn(async move {
-                let result = raft.client_write(proposal).await;
-                drop(permit);
-                match result {
-                    Ok(response) => {
-                        for (start, count, reply) in waiting {
-                            let outcomes = response
-                                .data
-                                .outcomes
-                                .get(start..start + count)
-                                .map(<[_]>::to_vec);
-                            let _ =
-                                reply.send(outcomes.ok_or_else(|| {
-                                    SubmitError::Unavailable("short outcome".into())
-                                }));
-                        }
-                    }
-                    Err(error) => {
-                        let leader = match &error {
-                            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                                Some(forward.leader_node.as_ref().map(|node| node.addr.clone()))
-                            }
-                            _ => None,
-                        };
-                        for (_, _, reply) in waiting {
-                            let failure = match &leader {
-                                Some(leader) => SubmitError::NotLeader {
-                                    leader: leader.clone(),
-                                },
-                                None => SubmitError::Unavailable(error.to_string()),
-                            };
-                            let _ = reply.send(Err(failure));
-                        }
-                    }
-                }
-            });
+            let mut batch = Batch::new(self.member_id, std::mem::take(&mut held_signatures));
+            batch.take_all(first, &mut submissions);
+            batch.proposal.timestamp_ms = now_ms();
+            let result = self.raft.client_write(batch.proposal).await;
+            answer(batch.waiting, result);
         }
     }
 
