@@ -4,27 +4,30 @@
 //! leader; the membership task makes the Raft voter set follow the chain's member set.
 
 use crate::block::ValidatorKey;
-use crate::consensus::{raft_config, ChainRaft, HttpNetwork};
+use crate::consensus::{raft_config, ChainRaft, HttpNetwork, TypeConfig};
 use crate::entry::{Entry, GenesisSpec, MemberId};
 use crate::paths::SIGNATURES_PATH;
 use crate::state::{ChainState, EntryOutcome, HeightSignature, Proposal};
 use crate::storage::{ChainStore, LogStore, OpenError, CHAIN_FILE, LOG_FILE};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::BasicNode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most entries sealed into one block.
 pub const MAX_BLOCK_ENTRIES: usize = 4096;
-/// Proposals in flight at once; more waiting submissions join the next proposal.
-const PROPOSALS_IN_FLIGHT: usize = 4;
 /// Submissions queued before new ones are turned away as overload.
 const SUBMISSION_QUEUE: usize = 4096;
 /// A signature not yet recorded is sent again after this long.
 const SIGNATURE_RESEND: Duration = Duration::from_secs(2);
+/// How long signatures wait for entries to ride with before they are proposed alone. Under
+/// load they always find some, which spares each block a second, signature-only round of
+/// consensus; when the chain is idle this is the delay they add to finality.
+const SIGNATURE_IDLE: Duration = Duration::from_millis(20);
 
 /// How a validator is set up.
 pub struct ValidatorConfig {
@@ -80,6 +83,90 @@ enum Submission {
         reply: oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>>,
     },
     Signatures(Vec<HeightSignature>),
+}
+
+/// A submitter waiting for its entries' outcomes: where they start in the proposal, how many.
+type Waiting = (
+    usize,
+    usize,
+    oneshot::Sender<Result<Vec<EntryOutcome>, SubmitError>>,
+);
+
+/// The next proposal as the batcher gathers it, with the submitters waiting on it.
+struct Batch {
+    proposal: Proposal,
+    waiting: Vec<Waiting>,
+}
+
+impl Batch {
+    fn new(proposer: MemberId, signatures: Vec<HeightSignature>) -> Batch {
+        Batch {
+            proposal: Proposal {
+                proposer,
+                signatures,
+                ..Proposal::default()
+            },
+            waiting: Vec::new(),
+        }
+    }
+
+    /// Adds `first` and then whatever is queued, up to a full block.
+    fn take_all(&mut self, first: Option<Submission>, queue: &mut mpsc::Receiver<Submission>) {
+        let mut next = first;
+        while let Some(submission) = next.take() {
+            match submission {
+                Submission::Entries { entries, reply } => {
+                    self.waiting
+                        .push((self.proposal.entries.len(), entries.len(), reply));
+                    self.proposal.entries.extend(entries);
+                }
+                Submission::Signatures(signatures) => self.proposal.signatures.extend(signatures),
+            }
+            if self.proposal.entries.len() < MAX_BLOCK_ENTRIES {
+                next = queue.try_recv().ok();
+            }
+        }
+    }
+}
+
+/// Hands each waiting submitter its share of a proposal's outcome, or why it failed.
+fn answer(
+    waiting: Vec<Waiting>,
+    result: Result<
+        ClientWriteResponse<TypeConfig>,
+        RaftError<u64, ClientWriteError<u64, BasicNode>>,
+    >,
+) {
+    match result {
+        Ok(response) => {
+            for (start, count, reply) in waiting {
+                let outcomes = response
+                    .data
+                    .outcomes
+                    .get(start..start + count)
+                    .map(<[_]>::to_vec);
+                let _ = reply
+                    .send(outcomes.ok_or_else(|| SubmitError::Unavailable("short outcome".into())));
+            }
+        }
+        Err(error) => {
+            let leader = match &error {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    Some(forward.leader_node.as_ref().map(|node| node.addr.clone()))
+                }
+                _ => None,
+            };
+            for (_, _, reply) in waiting {
+                let failure = match &leader {
+                    Some(leader) => SubmitError::NotLeader {
+                        leader: leader.clone(),
+                    },
+                    None => SubmitError::Unavailable(error.to_string()),
+                };
+                let _ = reply.send(Err(failure));
+            }
+        }
+    }
 }
 
 /// A validator of the chain: Raft node, chain state and background tasks.
@@ -236,68 +323,40 @@ impl Validator {
         }
     }
 
+    /// Turns queued submissions into proposals, one at a time: each proposal carries
+    /// everything that queued while the one before it was being committed. openraft appends
+    /// each proposal with a sync of its own and every proposal seals a block that each
+    /// validator signs and verifies, so on few cores one round of many entries is cheaper than
+    /// several rounds of few, and the entries wait less in all.
     async fn run_batcher(self, mut submissions: mpsc::Receiver<Submission>) {
-        let in_flight = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
-        while let Some(first) = submissions.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
+        let mut held_signatures: Vec<HeightSignature> = Vec::new();
+        let mut held_until = tokio::time::Instant::now();
+        loop {
+            // `None` once signatures have waited their time without entries to ride with.
+            let received = if held_signatures.is_empty() {
+                Some(submissions.recv().await)
+            } else {
+                tokio::time::timeout_at(held_until, submissions.recv())
+                    .await
+                    .ok()
             };
-            let mut waiting = Vec::new();
-            let mut proposal = Proposal {
-                proposer: self.member_id,
-                ..Proposal::default()
+            let first = match received {
+                Some(None) => return,
+                Some(Some(Submission::Signatures(signatures))) => {
+                    if held_signatures.is_empty() {
+                        held_until = tokio::time::Instant::now() + SIGNATURE_IDLE;
+                    }
+                    held_signatures.extend(signatures);
+                    continue;
+                }
+                Some(Some(entries)) => Some(entries),
+                None => None,
             };
-            let mut next = Some(first);
-            while let Some(submission) = next.take() {
-                match submission {
-                    Submission::Entries { entries, reply } => {
-                        waiting.push((proposal.entries.len(), entries.len(), reply));
-                        proposal.entries.extend(entries);
-                    }
-                    Submission::Signatures(signatures) => proposal.signatures.extend(signatures),
-                }
-                if proposal.entries.len() < MAX_BLOCK_ENTRIES {
-                    next = submissions.try_recv().ok();
-                }
-            }
-            proposal.timestamp_ms = now_ms();
-            let raft = self.raft.clone();
-            tokio::spawn(async move {
-                let result = raft.client_write(proposal).await;
-                drop(permit);
-                match result {
-                    Ok(response) => {
-                        for (start, count, reply) in waiting {
-                            let outcomes = response
-                                .data
-                                .outcomes
-                                .get(start..start + count)
-                                .map(<[_]>::to_vec);
-                            let _ =
-                                reply.send(outcomes.ok_or_else(|| {
-                                    SubmitError::Unavailable("short outcome".into())
-                                }));
-                        }
-                    }
-                    Err(error) => {
-                        let leader = match &error {
-                            RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                                Some(forward.leader_node.as_ref().map(|node| node.addr.clone()))
-                            }
-                            _ => None,
-                        };
-                        for (_, _, reply) in waiting {
-                            let failure = match &leader {
-                                Some(leader) => SubmitError::NotLeader {
-                                    leader: leader.clone(),
-                                },
-                                None => SubmitError::Unavailable(error.to_string()),
-                            };
-                            let _ = reply.send(Err(failure));
-                        }
-                    }
-                }
-            });
+            let mut batch = Batch::new(self.member_id, std::mem::take(&mut held_signatures));
+            batch.take_all(first, &mut submissions);
+            batch.proposal.timestamp_ms = now_ms();
+            let result = self.raft.client_write(batch.proposal).await;
+            answer(batch.waiting, result);
         }
     }
 
@@ -344,7 +403,13 @@ impl Validator {
                     sent.insert(signature.height, Instant::now());
                 }
             }
-            let _ = tokio::time::timeout(Duration::from_millis(500), head.changed()).await;
+            // The chain store drops its sender when Raft stops: then `changed` would return at
+            // once, for ever, and this loop would spin a core.
+            if let Ok(Err(_stopped)) =
+                tokio::time::timeout(Duration::from_millis(500), head.changed()).await
+            {
+                return;
+            }
         }
     }
 

@@ -1,7 +1,15 @@
 //! Durable storage under openraft: the Raft log and vote in redb (each append one fsync'd
 //! transaction, so a batch of proposals costs one sync), and the chain itself as an append-only
 //! file of [`Record`]s in the checksummed format of [`chain_file`], each apply batch closed by a
-//! checkpoint and synced before it returns.
+//! checkpoint.
+//!
+//! The Raft log is what makes an entry durable: it is synced on a majority before the entry is
+//! committed. The chain file is derived from it and is written without a sync of its own at
+//! each apply; it is synced before every snapshot, so the log is never compacted past what the
+//! file holds durably. A SIGKILL loses nothing written (the page cache survives the process);
+//! after a power loss the file may end at an earlier checkpoint, possibly with a torn record
+//! after it, and Raft re-applies what follows from its log, exactly as after an interrupted
+//! append.
 //!
 //! The chain file is trusted only after it verifies, at every open: every record's length and
 //! checksum, then the records replayed and audited like any other chain (links, Merkle roots,
@@ -23,7 +31,7 @@ use openraft::{
     Entry, EntryPayload, LogId, LogState, RaftLogReader, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::{Debug, Display};
@@ -344,11 +352,21 @@ impl LogStore {
     }
 
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<NodeId>> {
+        self.write_meta_with(key, value, Durability::Immediate)
+    }
+
+    fn write_meta_with<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), StorageError<NodeId>> {
         let write = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::write(openraft::AnyError::error(e))
         };
         let bytes = encode(value).map_err(|e| write(&e))?;
-        let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        let mut txn = self.db.begin_write().map_err(|e| write(&e))?;
+        txn.set_durability(durability);
         {
             let mut table = txn.open_table(META).map_err(|e| write(&e))?;
             table.insert(key, bytes.as_slice()).map_err(|e| write(&e))?;
@@ -455,11 +473,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(VOTE_KEY)
     }
 
+    /// Records the committed index without a sync of its own: it becomes durable with the next
+    /// log append, which is synced. A committed index lost to a crash is only a lower bound
+    /// that is too low: every committed entry is already durable in a majority's log, openraft
+    /// takes the chain file's applied index when it is higher, and the leader sends the
+    /// committed index again. Syncing it would put one more fsync in front of every apply.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(COMMITTED_KEY, &committed)
+        self.write_meta_with(COMMITTED_KEY, &committed, Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -477,28 +500,37 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let write = |e: &dyn std::fmt::Display| {
-            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e))
-        };
-        let outcome = (|| {
-            let txn = self.db.begin_write().map_err(|e| write(&e))?;
+        fn write(e: &dyn std::fmt::Display) -> StorageError<NodeId> {
+            StorageIOError::<NodeId>::write_logs(openraft::AnyError::error(e)).into()
+        }
+        let rows = entries
+            .into_iter()
+            .map(|entry| Ok((entry.log_id.index, encode(&entry).map_err(|e| write(&e))?)))
+            .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
+        let db = self.db.clone();
+        // The commit syncs the file: on a thread of its own, so that the runtime's few workers
+        // go on serving the other validators' RPCs and submissions meanwhile.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let txn = db.begin_write().map_err(|e| write(&e))?;
             {
                 let mut table = txn.open_table(LOGS).map_err(|e| write(&e))?;
-                for entry in entries {
-                    let bytes = encode(&entry).map_err(|e| write(&e))?;
+                for (index, bytes) in rows {
                     table
-                        .insert(entry.log_id.index, bytes.as_slice())
+                        .insert(index, bytes.as_slice())
                         .map_err(|e| write(&e))?;
                 }
             }
             txn.commit().map_err(|e| write(&e))
-        })();
+        })
+        .await
+        .map_err(|e| write(&e))
+        .and_then(|written| written);
         let flushed = outcome
             .as_ref()
             .map(|_| ())
             .map_err(|e| std::io::Error::other(e.to_string()));
         callback.log_io_completed(flushed);
-        Ok(outcome?)
+        outcome
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
@@ -882,15 +914,18 @@ impl ChainStore {
         self.state.clone()
     }
 
-    /// Notifies each new head height once it is durable.
+    /// Notifies each new head height once it is applied (and so durable in the Raft log).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
+    /// The chain as a snapshot, once the file is synced: openraft compacts the log up to a
+    /// snapshot, and the entries it removes must be durable in the file.
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let failed = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::read_state_machine(openraft::AnyError::error(e))
         };
+        self.file.sync_data().map_err(|e| failed(&e))?;
         let records = self.state.read().map_err(|e| failed(&e))?.to_records();
         let body = SnapshotBody {
             checkpoint: self.checkpoint.clone(),
@@ -912,6 +947,7 @@ impl ChainStore {
         })
     }
 
+    /// Appends `items` in one write, not synced (see the module's documentation).
     fn append_items(&mut self, items: &[FileItem]) -> Result<(), StorageError<NodeId>> {
         let failed = |e: &dyn std::fmt::Display| {
             StorageIOError::<NodeId>::write_state_machine(openraft::AnyError::error(e))
@@ -921,7 +957,6 @@ impl ChainStore {
             frame_item(item, &mut buffer).map_err(|e| failed(&e))?;
         }
         self.file.write_all(&buffer).map_err(|e| failed(&e))?;
-        self.file.sync_data().map_err(|e| failed(&e))?;
         Ok(())
     }
 }
