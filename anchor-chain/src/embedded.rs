@@ -28,6 +28,8 @@ const KEY_FILE: &str = "validator.key";
 pub const GENESIS_FILE: &str = "genesis.json";
 /// How long opening waits for the validators to elect a leader.
 const LEADER_PATIENCE: Duration = Duration::from_secs(10);
+/// How long stopping waits for the last block's signatures.
+const FINALITY_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The directory of member `id`'s validator inside an embedded chain's directory `dir`.
 pub fn member_dir(dir: &Path, id: MemberId) -> PathBuf {
@@ -313,8 +315,19 @@ impl EmbeddedChain {
         &self.addresses[0]
     }
 
-    /// Stops the validators and their APIs.
+    /// Stops the validators and their APIs, once the last block is final (or after
+    /// [`FINALITY_PATIENCE`]): validators hold their block signatures back briefly to let them
+    /// ride with the next entries, and a chain stopped before they land would leave files that
+    /// audit with a pending tail.
     pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + FINALITY_PATIENCE;
+        while tokio::time::Instant::now() < deadline
+            && self
+                .head()
+                .is_ok_and(|head| head.final_height != Some(head.height))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let servers = match self.servers.lock() {
             Ok(mut servers) => std::mem::take(&mut *servers),
             Err(_) => Vec::new(),
