@@ -76,7 +76,7 @@ pub enum EmbeddedError {
 
 /// The validators of a one-machine chain, running in this process.
 pub struct EmbeddedChain {
-    /// One per founding member whose key is in the directory; never empty.
+    /// One per founding member whose key is in the directory; never empty once opened.
     validators: Vec<Validator>,
     /// Their HTTP APIs, taken out when stopped.
     servers: Mutex<Vec<JoinHandle<std::io::Result<()>>>>,
@@ -170,7 +170,7 @@ impl EmbeddedChain {
         for (index, member) in genesis.founders.iter().enumerate() {
             let listener = listeners.get_mut(index).and_then(Option::take);
             if let Err(error) = chain.start_member(dir, member, &genesis, listener).await {
-                chain.shutdown().await;
+                chain.stop().await;
                 return Err(error);
             }
         }
@@ -181,7 +181,7 @@ impl EmbeddedChain {
             )));
         }
         if let Err(error) = chain.wait_for_leader().await {
-            chain.shutdown().await;
+            chain.stop().await;
             return Err(error);
         }
         Ok(chain)
@@ -328,6 +328,12 @@ impl EmbeddedChain {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.stop().await;
+    }
+
+    /// Stops the validators started so far and their APIs, at once (also what a failed
+    /// [`EmbeddedChain::open`] does with those it started).
+    async fn stop(&self) {
         let servers = match self.servers.lock() {
             Ok(mut servers) => std::mem::take(&mut *servers),
             Err(_) => Vec::new(),
