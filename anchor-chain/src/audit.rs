@@ -148,10 +148,7 @@ pub async fn audit_sources(sources: &ChainSources) -> Result<AuditedChain, Sourc
             stored.check_against_log(&log)?;
         }
         let state = stored.state;
-        let blocks = (0..=state.head_height())
-            .filter_map(|height| state.block(height).cloned())
-            .collect();
-        chains.push((dir.display().to_string(), blocks));
+        chains.push((dir.display().to_string(), state.blocks().to_vec()));
         stored_state = Some(state);
     }
     for node in &sources.nodes {

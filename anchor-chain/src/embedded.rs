@@ -296,10 +296,10 @@ impl EmbeddedChain {
                     .state()
                     .read()
                     .map_err(|_| EmbeddedError::Poisoned)?;
-                let blocks = (0..=state.head_height())
-                    .filter_map(|height| state.block(height).cloned())
-                    .collect();
-                Ok((format!("embedded member {}", validator.member_id()), blocks))
+                Ok((
+                    format!("embedded member {}", validator.member_id()),
+                    state.blocks().to_vec(),
+                ))
             })
             .collect()
     }

@@ -134,6 +134,11 @@ impl ChainState {
         self.blocks.get(usize::try_from(height).ok()?)
     }
 
+    /// Every block from genesis to the head, as an auditor reads a chain.
+    pub fn blocks(&self) -> &[SignedBlock] {
+        &self.blocks
+    }
+
     /// Highest height up to which every block is signed by a majority of its member set.
     pub fn final_height(&self) -> Option<u64> {
         let mut last_final = None;
